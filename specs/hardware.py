@@ -1,0 +1,150 @@
+"""Hardware vocabulary: GPUs (from the shipped catalog), efficiency profiles, clusters."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from importlib import resources
+from typing import Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from .base import Spec
+from .efficiency import EfficiencyProfile, default_profile_for
+from .errors import SpecError
+
+Precision = Literal["tf32", "bf16", "fp16", "fp8"]
+
+
+class PeakTflops(Spec):
+    """Dense (no sparsity) peak tensor throughput per GPU, TFLOP/s. `None`: not supported."""
+
+    tf32: float = Field(gt=0)
+    bf16: float = Field(gt=0)
+    fp16: float = Field(gt=0)
+    fp8: float | None = Field(default=None, gt=0)
+
+
+class GPUSpec(Spec):
+    name: str
+    aliases: tuple[str, ...] = ()
+    peak_tflops: PeakTflops
+    hbm_gb: float = Field(gt=0, description="HBM capacity, 1e9 bytes")
+    hbm_gbps: float = Field(gt=0, description="HBM bandwidth, GB/s")
+    nvlink_gbps: float = Field(gt=0, description="per-GPU NVLink/xGMI bandwidth, both directions")
+    nvlink_domain: int = Field(gt=0, description="GPUs reachable over NVLink/xGMI")
+    gpus_per_node: int = Field(default=8, gt=0)
+    interconnect: Literal["nvlink", "xgmi"] = "nvlink"
+    nic_gbps_per_gpu: float = Field(gt=0, description="network bandwidth per GPU, Gbit/s")
+    tdp_w: float = Field(gt=0)
+    usd_per_gpu_hour: float = Field(gt=0)
+
+    @property
+    def hbm_bytes(self) -> float:
+        return self.hbm_gb * 1e9
+
+    @property
+    def hbm_bytes_per_s(self) -> float:
+        return self.hbm_gbps * 1e9
+
+    @property
+    def nvlink_bytes_per_s_per_direction(self) -> float:
+        return self.nvlink_gbps * 1e9 / 2
+
+    @property
+    def nic_bytes_per_s(self) -> float:
+        return self.nic_gbps_per_gpu * 1e9 / 8
+
+    def peak_flops(self, precision: str) -> float:
+        """Dense peak FLOP/s for a compute precision (`bf16`, `fp8`, ...)."""
+        value = getattr(self.peak_tflops, precision, None)
+        if value is None:
+            raise SpecError(f"{self.name} has no {precision} tensor cores", field="precision")
+        return value * 1e12
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@functools.cache
+def gpu_catalog() -> dict[str, GPUSpec]:
+    """Every GPU of the shipped catalog, by canonical name."""
+    text = resources.files("scaleplan.specs").joinpath("catalog/gpus.yaml").read_text()
+    return {entry["name"]: GPUSpec.model_validate(entry) for entry in yaml.safe_load(text)}
+
+
+@functools.cache
+def _alias_index() -> dict[str, str]:
+    index: dict[str, str] = {}
+    for gpu in gpu_catalog().values():
+        for alias in (gpu.name, *gpu.aliases):
+            index[_normalise(alias)] = gpu.name
+    return index
+
+
+def get_gpu(name: str, field: str = "gpu") -> GPUSpec:
+    """Look a GPU up by name or alias (`H100-SXM5-80GB`, `h100`, `A100 80GB` ...)."""
+    canonical = _alias_index().get(_normalise(str(name)))
+    if canonical is None:
+        known = ", ".join(sorted(gpu_catalog()))
+        raise SpecError(f"unknown GPU '{name}'; known GPUs: {known}", field=field)
+    return gpu_catalog()[canonical]
+
+
+class ClusterSpec(Spec):
+    """The machines: how many GPUs, of which kind, and how they are wired."""
+
+    gpu: GPUSpec
+    num_gpus: int = Field(gt=0)
+    gpus_per_node: int = Field(default=8, gt=0)
+    nvlink_domain: int | None = Field(
+        default=None, gt=0, description="GPUs per NVLink domain; default: the GPU's own"
+    )
+    inter_node_topology: Literal["rail-optimized", "fat-tree"] = "rail-optimized"
+    oversubscription: float = Field(default=1.0, ge=1.0, description="spine oversubscription")
+    nic_gbps_per_gpu: float | None = Field(default=None, gt=0)
+    usd_per_gpu_hour: float | None = Field(default=None, gt=0)
+    efficiency: EfficiencyProfile | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ClusterSpec:
+        if self.num_gpus > self.gpus_per_node and self.num_gpus % self.gpus_per_node:
+            raise ValueError(
+                f"num_gpus={self.num_gpus} is not a whole number of nodes of "
+                f"{self.gpus_per_node} GPUs"
+            )
+        return self
+
+    @property
+    def num_nodes(self) -> int:
+        return max(1, math.ceil(self.num_gpus / self.gpus_per_node))
+
+    @property
+    def nvlink_domain_size(self) -> int:
+        domain = self.nvlink_domain or self.gpu.nvlink_domain
+        return min(domain, self.num_gpus)
+
+    @property
+    def nic_bytes_per_s(self) -> float:
+        gbps = self.nic_gbps_per_gpu or self.gpu.nic_gbps_per_gpu
+        return gbps * 1e9 / 8
+
+    @property
+    def price_usd_per_gpu_hour(self) -> float:
+        return self.usd_per_gpu_hour or self.gpu.usd_per_gpu_hour
+
+    @property
+    def profile(self) -> EfficiencyProfile:
+        return self.efficiency or default_profile_for(self.gpu.name)
+
+
+def make_cluster(gpu: str | GPUSpec, num_gpus: int, **overrides: object) -> ClusterSpec:
+    """A cluster of `num_gpus` catalog GPUs with the GPU's default node size and fabric."""
+    spec = gpu if isinstance(gpu, GPUSpec) else get_gpu(gpu)
+    fields: dict[str, object] = {"gpu": spec, "num_gpus": num_gpus}
+    fields["gpus_per_node"] = min(spec.gpus_per_node, num_gpus) if num_gpus > 0 else 1
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return ClusterSpec.model_validate(fields)

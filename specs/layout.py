@@ -1,0 +1,218 @@
+"""Parallel layout vocabulary and its validation rules.
+
+The rules are written once, with arithmetic and `&`/`|` only, so the same function checks one
+`LayoutSpec` (Python ints) and a whole numpy batch of candidate layouts (arrays) in the
+planner's search. `layout_violations` is that one definition.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from .base import Spec
+from .errors import SpecError
+from .model import ModelSpec
+
+Recompute = Literal["none", "selective", "full"]
+RECOMPUTE_CODES: dict[str, int] = {"none": 0, "selective": 1, "full": 2}
+PRECISION_CODES: dict[str, int] = {"bf16": 0, "fp16": 1, "fp8": 2}
+
+
+class LayoutSpec(Spec):
+    tp: int = Field(default=1, ge=1, description="tensor parallel")
+    pp: int = Field(default=1, ge=1, description="pipeline parallel")
+    vp: int = Field(default=1, ge=1, description="virtual pipeline stages per PP rank")
+    cp: int = Field(default=1, ge=1, description="context parallel")
+    dp: int = Field(default=1, ge=1, description="data parallel (includes EP ranks)")
+    ep: int = Field(default=1, ge=1, description="expert parallel (within DP x CP)")
+    etp: int | None = Field(default=None, ge=1, description="expert tensor parallel; default tp")
+    sequence_parallel: bool = False
+    zero_stage: int = Field(default=0, ge=0, le=3, description="ZeRO stage / FSDP (3)")
+    distributed_optimizer: bool = Field(default=False, description="Megatron's, = ZeRO-1")
+    micro_batch: int = Field(default=1, ge=1, description="sequences per micro-batch")
+    global_batch: int = Field(ge=1, description="sequences per optimizer step")
+    recompute: Recompute = "none"
+    recompute_layers: int | None = Field(
+        default=None, ge=1, description="full recompute: layers per stage recomputed; None = all"
+    )
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    precision: Literal["bf16", "fp16", "fp8"] = "bf16"
+    overlap_grad_reduce: bool = True
+    overlap_param_gather: bool = True
+    rank_order: str = Field(default="tp-cp-ep-dp-pp", description="innermost first")
+
+    @model_validator(mode="after")
+    def _self_consistency(self) -> LayoutSpec:
+        dims = self.rank_order.split("-")
+        if sorted(dims) != sorted(["tp", "cp", "ep", "dp", "pp"]):
+            raise ValueError(
+                f"rank_order '{self.rank_order}' must order exactly tp, cp, ep, dp, pp"
+            )
+        return self
+
+    @property
+    def num_gpus(self) -> int:
+        return self.tp * self.pp * self.cp * self.dp
+
+    @property
+    def expert_tp(self) -> int:
+        return self.etp or self.tp
+
+    @property
+    def grad_accum(self) -> int:
+        return self.global_batch // (self.dp * self.micro_batch)
+
+    @property
+    def num_microbatches(self) -> int:
+        return self.grad_accum
+
+    @property
+    def shards_optimizer(self) -> bool:
+        return self.distributed_optimizer or self.zero_stage >= 1
+
+
+def layout_violations(
+    lay: dict[str, Any],
+    *,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    num_experts: int,
+    seq_length: int,
+    vocab_size: int,
+    ffn_hidden_size: int,
+    num_gpus: Any = None,
+) -> list[tuple[str, Any, str]]:
+    """Every divisibility and consistency rule, as (field, failing mask, reason).
+
+    `lay` maps layout field names to ints or numpy int arrays; bools as 0/1. The mask is True
+    where the rule is violated. `num_gpus=None` skips the world-size rule.
+    """
+    tp, pp, vp, cp, dp = lay["tp"], lay["pp"], lay["vp"], lay["cp"], lay["dp"]
+    ep, etp, mb, gb = lay["ep"], lay["etp"], lay["micro_batch"], lay["global_batch"]
+    sp, zero, dist_opt = lay["sequence_parallel"], lay["zero_stage"], lay["distributed_optimizer"]
+    moe = num_experts > 1
+    rules: list[tuple[str, Any, str]] = [
+        ("tp", num_heads % tp != 0, f"num_heads={num_heads} is not divisible by tp"),
+        (
+            "tp",
+            (num_kv_heads % tp != 0) & (tp % num_kv_heads != 0),
+            f"num_kv_heads={num_kv_heads} and tp must divide one another",
+        ),
+        ("tp", ffn_hidden_size % tp != 0, f"ffn_hidden_size={ffn_hidden_size} not divisible by tp"),
+        ("pp", pp > num_layers, f"pp exceeds num_layers={num_layers}"),
+        (
+            "vp",
+            num_layers % (pp * vp) != 0,
+            f"num_layers={num_layers} is not divisible by pp*vp",
+        ),
+        ("vp", (vp > 1) & (pp == 1), "virtual stages (vp>1) need pp>1"),
+        (
+            "vp",
+            (vp > 1) & ((gb // (dp * mb)) % pp != 0),
+            "interleaved schedule needs the number of micro-batches divisible by pp",
+        ),
+        (
+            "global_batch",
+            gb % (dp * mb) != 0,
+            "global_batch is not divisible by dp*micro_batch",
+        ),
+        (
+            "cp",
+            (cp > 1) & (seq_length % (2 * cp) != 0),
+            f"seq_length={seq_length} is not divisible by 2*cp",
+        ),
+        (
+            "sequence_parallel",
+            (sp != 0) & (tp == 1),
+            "sequence_parallel needs tp>1",
+        ),
+        (
+            "sequence_parallel",
+            (sp != 0) & (seq_length % (tp * cp) != 0),
+            f"seq_length={seq_length} is not divisible by tp*cp (sequence parallel)",
+        ),
+        ("ep", (ep > 1) & (not moe), "ep>1 needs an MoE model"),
+        (
+            "ep",
+            (num_experts % ep != 0) if moe else (ep != 1),
+            f"num_experts={num_experts} is not divisible by ep",
+        ),
+        ("ep", (dp * cp) % ep != 0, "ep must divide dp*cp (experts are sharded within DP x CP)"),
+        (
+            "etp",
+            (etp > tp) | (tp % etp != 0),
+            "expert tensor parallel (etp) must divide tp",
+        ),
+        (
+            "zero_stage",
+            (zero >= 2) & (pp > 1),
+            "ZeRO-2/3 cannot be combined with pipeline parallelism (gradients are accumulated per stage)",
+        ),
+        (
+            "distributed_optimizer",
+            (dist_opt != 0) & (zero >= 2),
+            "use either distributed_optimizer (ZeRO-1 in Megatron) or zero_stage>=2, not both",
+        ),
+        ("micro_batch", mb > gb, "micro_batch exceeds global_batch"),
+    ]
+    if num_gpus is not None:
+        rules.append(("dp", tp * pp * cp * dp != num_gpus, f"tp*pp*cp*dp must equal {num_gpus} GPUs"))
+    return rules
+
+
+def layout_as_dict(layout: LayoutSpec) -> dict[str, int]:
+    return {
+        "tp": layout.tp,
+        "pp": layout.pp,
+        "vp": layout.vp,
+        "cp": layout.cp,
+        "dp": layout.dp,
+        "ep": layout.ep,
+        "etp": layout.expert_tp,
+        "micro_batch": layout.micro_batch,
+        "global_batch": layout.global_batch,
+        "sequence_parallel": int(layout.sequence_parallel),
+        "zero_stage": layout.zero_stage,
+        "distributed_optimizer": int(layout.distributed_optimizer),
+    }
+
+
+def validate_layout(
+    layout: LayoutSpec,
+    model: ModelSpec,
+    num_gpus: int | None = None,
+    seq_length: int | None = None,
+    field_prefix: str = "layout",
+) -> None:
+    """Raise a `SpecError` naming the first violated rule's field; return None when valid."""
+    rules = layout_violations(
+        layout_as_dict(layout),
+        num_layers=model.num_layers,
+        num_heads=model.num_heads,
+        num_kv_heads=model.kv_heads,
+        num_experts=model.moe.num_experts if model.moe else 1,
+        seq_length=seq_length or model.seq_length,
+        vocab_size=model.vocab_size,
+        ffn_hidden_size=model.ffn_hidden_size,
+        num_gpus=num_gpus,
+    )
+    for field, violated, reason in rules:
+        if bool(violated):
+            value = getattr(layout, field, None)
+            raise SpecError(f"{reason} (got {field}={value})", field=f"{field_prefix}.{field}")
+    if layout.recompute_layers is not None and layout.recompute != "full":
+        raise SpecError(
+            "recompute_layers applies only to recompute='full'",
+            field=f"{field_prefix}.recompute_layers",
+        )
+    stage_layers = model.num_layers // (layout.pp * layout.vp)
+    if layout.recompute_layers is not None and layout.recompute_layers > stage_layers * layout.vp:
+        raise SpecError(
+            f"recompute_layers={layout.recompute_layers} exceeds the {stage_layers * layout.vp} "
+            "layers of a pipeline stage",
+            field=f"{field_prefix}.recompute_layers",
+        )

@@ -1,0 +1,82 @@
+"""Load specs from YAML/JSON files or dicts; every failure becomes one `SpecError` that names
+the file, the field path and the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .errors import SpecError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif str(item).startswith(("function-", "tagged-union", "int", "tuple", "list")) and parts:
+            continue  # pydantic's union-branch markers
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def spec_error_from_validation(err: ValidationError, prefix: str = "", source: str | None = None) -> SpecError:
+    """The first validation error, as a `SpecError` with a dotted field path."""
+    first = err.errors()[0]
+    path = _loc_to_path(tuple(first.get("loc", ())))
+    field = ".".join(p for p in (prefix, path) if p) or None
+    reason = first.get("msg", "invalid value").removeprefix("Value error, ")
+    if first.get("type") == "extra_forbidden":
+        reason = "unknown field (check its spelling)"
+    elif first.get("type") == "missing":
+        reason = "required field is missing"
+    given = first.get("input")
+    if first.get("type") not in ("missing", "extra_forbidden") and isinstance(given, (int, float, str)):
+        reason = f"{reason} (got {given!r})"
+    return SpecError(reason, field=field, source=source)
+
+
+def validate(model: type[M], data: Any, prefix: str = "", source: str | None = None) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise spec_error_from_validation(err, prefix, source) from None
+
+
+def read_document(path: str | Path) -> Any:
+    """Parse a YAML or JSON file, with file-named errors."""
+    p = Path(path)
+    if not p.exists():
+        raise SpecError("file not found", source=str(p))
+    if p.is_dir():
+        raise SpecError("is a directory, expected a YAML or JSON file", source=str(p))
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read: {err}", source=str(p)) from None
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise SpecError(f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}", source=str(p)) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(f"malformed YAML{where}: {problem}", source=str(p)) from None
+    if not isinstance(data, dict):
+        raise SpecError("expected a mapping of fields at the top level", source=str(p))
+    return data
+
+
+def load_spec(model: type[M], path: str | Path) -> M:
+    return validate(model, read_document(path), source=str(path))
