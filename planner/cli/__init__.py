@@ -13,7 +13,10 @@ from typing import Any
 
 import click
 
+from pydantic import ValidationError
+
 from scaleplan.specs.errors import SpecError
+from scaleplan.specs.loader import spec_error_from_validation
 
 # command name -> (module, attribute, one-line help). Listed only if the module exists.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -23,11 +26,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": ("scaleplan.planner.cli.fit_cmd", "fit", "Fit a scaling law to ladder runs."),
     "optimal": ("scaleplan.planner.cli.fit_cmd", "optimal", "Compute-optimal N and D for a compute budget."),
     "report": ("scaleplan.planner.cli.report_cmd", "report", "Write an HTML report with plots for a plan."),
-    "compile": ("scaleplan.executor.cli", "compile_cmd", "Compile a plan into engine configs and launch scripts."),
-    "submit": ("scaleplan.executor.cli", "submit_cmd", "Submit a compiled plan's phase chain to Slurm."),
-    "status": ("scaleplan.executor.cli", "status_cmd", "Report each phase's Slurm state for a submitted run."),
-    "run": ("scaleplan.executor.cli", "run_cmd", "Train a plan's phases through Megatron-core / DeepSpeed."),
-    "calibrate": ("scaleplan.executor.cli", "calibrate_cmd", "Fit the hardware efficiency profile to measured steps."),
+    "compile": ("scaleplan.executor.cli_compile", "compile_cmd", "Compile a plan into engine configs and launch scripts."),
+    "submit": ("scaleplan.executor.cli_compile", "submit_cmd", "Submit a compiled plan's phase chain to Slurm."),
+    "status": ("scaleplan.executor.cli_compile", "status_cmd", "Report each phase's Slurm state for a submitted run."),
+    "run": ("scaleplan.executor.cli_run", "run_cmd", "Train a plan's phases through Megatron-core / DeepSpeed."),
+    "calibrate": ("scaleplan.executor.cli_run", "calibrate_cmd", "Fit the hardware efficiency profile to measured steps."),
 }
 
 
@@ -92,6 +95,8 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(2)
     except SpecError as exc:
         fail(exc.message)
+    except ValidationError as exc:
+        fail(spec_error_from_validation(exc).message)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
