@@ -1,35 +1,43 @@
-"""scaleplan's vocabulary: frozen pydantic models for hardware, models, layouts, budgets, plans."""
+"""scaleplan's vocabulary: frozen pydantic models for hardware, models, layouts, budgets, plans.
 
-from .budget import BudgetSpec, DataSource
-from .errors import NotImplementedFeature, SpecError
-from .hardware import ClusterSpec, GPUSpec, get_gpu, gpu_catalog, make_cluster
-from .layout import LayoutSpec, layout_violations, validate_layout
-from .loader import load_spec, read_document, validate
-from .model import ModelSpec, MoESpec, get_model, model_presets
-from .plan import SCHEMA_VERSION, PhaseSpec, Plan, ScheduleSpec
+Names load lazily (PEP 562) so that `scaleplan --help` does not pay for pydantic model building.
+"""
 
-__all__ = [
-    "BudgetSpec",
-    "ClusterSpec",
-    "DataSource",
-    "GPUSpec",
-    "LayoutSpec",
-    "ModelSpec",
-    "MoESpec",
-    "NotImplementedFeature",
-    "PhaseSpec",
-    "Plan",
-    "SCHEMA_VERSION",
-    "ScheduleSpec",
-    "SpecError",
-    "get_gpu",
-    "get_model",
-    "gpu_catalog",
-    "layout_violations",
-    "load_spec",
-    "make_cluster",
-    "model_presets",
-    "read_document",
-    "validate",
-    "validate_layout",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "BudgetSpec": "budget",
+    "DataSource": "budget",
+    "NotImplementedFeature": "errors",
+    "SpecError": "errors",
+    "ClusterSpec": "hardware",
+    "GPUSpec": "hardware",
+    "get_gpu": "hardware",
+    "gpu_catalog": "hardware",
+    "make_cluster": "hardware",
+    "LayoutSpec": "layout",
+    "layout_violations": "layout",
+    "validate_layout": "layout",
+    "load_spec": "loader",
+    "read_document": "loader",
+    "validate": "loader",
+    "ModelSpec": "model",
+    "MoESpec": "model",
+    "get_model": "model",
+    "model_presets": "model",
+    "SCHEMA_VERSION": "plan",
+    "PhaseSpec": "plan",
+    "Plan": "plan",
+    "ScheduleSpec": "plan",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,10 +13,7 @@ from typing import Any
 
 import click
 
-from pydantic import ValidationError
-
 from scaleplan.specs.errors import SpecError
-from scaleplan.specs.loader import spec_error_from_validation
 
 # command name -> (module, attribute, one-line help). Listed only if the module exists.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -95,8 +92,12 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(2)
     except SpecError as exc:
         fail(exc.message)
-    except ValidationError as exc:
-        fail(spec_error_from_validation(exc).message)
+    except Exception as exc:  # pydantic errors raised outside a loader still get one line
+        if type(exc).__name__ != "ValidationError":
+            raise
+        from scaleplan.specs.loader import spec_error_from_validation
+
+        fail(spec_error_from_validation(exc).message)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
