@@ -1,0 +1,128 @@
+"""Plot 4: memory per GPU by component for the first, a middle and the last pipeline stage of
+the main phase's layout, against the GPU's HBM capacity. One memory model: costmodels.memory."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import style
+from .context import ReportContext
+from .figures import Unavailable
+
+GIB = 2**30
+# Aggregates a memory breakdown may carry besides its parts: never stacked as a component.
+TOTAL_KEYS = {"total", "total_bytes", "peak", "peak_bytes", "sum"}
+
+
+def _first(value: Any) -> float:
+    arr = np.asarray(value, dtype=float).reshape(-1)
+    return float(arr[0]) if arr.size else 0.0
+
+
+def components_of(result: Any) -> dict[str, float]:
+    """{component name: bytes} for layout 0 of a memory_per_gpu result (a mapping, a dataclass,
+    or an object with `components`), without totals."""
+    if hasattr(result, "components") and not callable(result.components):
+        result = result.components
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        result = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    elif hasattr(result, "model_dump"):
+        result = result.model_dump()
+    if not isinstance(result, Mapping):
+        raise TypeError(f"unexpected memory breakdown type {type(result).__name__}")
+    out: dict[str, float] = {}
+    for key, value in result.items():
+        if key in TOTAL_KEYS:
+            continue
+        try:
+            out[str(key)] = _first(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def stages_to_show(pp: int) -> list[tuple[str, int]]:
+    """(stage kind, stage index) for the first, a middle and the last stage."""
+    if pp == 1:
+        return [("first", 0)]  # one stage holds embedding and LM head alike
+    if pp == 2:
+        return [("first", 0), ("last", 1)]
+    return [("first", 0), ("middle", pp // 2), ("last", pp - 1)]
+
+
+def _pretty(name: str) -> str:
+    return name.removesuffix("_bytes").replace("_", " ")
+
+
+def build(ctx: ReportContext) -> tuple[Any, str]:
+    try:
+        from scaleplan.costmodels.memory import memory_per_gpu
+    except ImportError:
+        raise Unavailable(
+            "the memory model (scaleplan.costmodels.memory) is not available in this installation"
+        ) from None
+    from scaleplan.costmodels.batch import LayoutBatch
+
+    phase = ctx.main_phase
+    layout = phase.layout
+    batch = LayoutBatch.from_specs([layout])
+    stages = stages_to_show(layout.pp)
+    per_stage = [
+        components_of(memory_per_gpu(ctx.plan.model, batch, phase.seq_length, kind))
+        for kind, _ in stages
+    ]
+    names = [n for n in per_stage[0] if any(s.get(n, 0.0) > 0 for s in per_stage)]
+    if not names:
+        raise Unavailable("the memory model returned no components for this layout")
+    hbm_gib = ctx.plan.cluster.gpu.hbm_bytes / GIB
+
+    fig, ax = style.figure(1, width_in=9.0, height_in=4.8)
+    x = np.arange(len(stages))
+    bottom = np.zeros(len(stages))
+    palette = [
+        style.COLORS[k]
+        for k in ("blue", "orange", "green", "purple", "sky", "red", "yellow", "grey", "black")
+    ]
+    for i, name in enumerate(names):
+        vals = np.array([s.get(name, 0.0) for s in per_stage]) / GIB
+        ax.bar(
+            x,
+            vals,
+            bottom=bottom,
+            width=0.55,
+            color=palette[i % len(palette)],
+            label=_pretty(name),
+            edgecolor="white",
+            lw=0.5,
+        )
+        bottom += vals
+    for xi, total in zip(x, bottom, strict=True):
+        ax.text(
+            xi, total, f"{total:.1f} GiB", ha="center", va="bottom", fontsize=9, fontweight="bold"
+        )
+    ax.axhline(
+        hbm_gib, color=style.CHOSEN, ls="--", lw=1.5, label=f"HBM capacity {hbm_gib:.1f} GiB"
+    )
+    ax.set_xticks(x, [f"{kind} stage\n(stage {idx} of {layout.pp})" for kind, idx in stages])
+    ax.set_ylabel("memory per GPU (GiB)")
+    ax.set_ylim(0, max(hbm_gib, float(bottom.max())) * 1.15)
+    ax.grid(axis="x", visible=False)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+    lay = f"TP{layout.tp} PP{layout.pp} CP{layout.cp} DP{layout.dp}" + (
+        f" EP{layout.ep}" if layout.ep > 1 else ""
+    )
+    ax.set_title(
+        f"Memory per GPU, {phase.name} ({lay}, micro-batch {layout.micro_batch}, seq {phase.seq_length})"
+    )
+    worst = float(bottom.max())
+    caption = (
+        f"Memory per GPU of the {phase.name} layout ({lay}, ZeRO {layout.zero_stage}"
+        f"{', distributed optimizer' if layout.distributed_optimizer else ''}, recompute {layout.recompute}) by component "
+        f"for {', '.join(f'the {k} stage' for k, _ in stages)}, stacked, against the {ctx.plan.cluster.gpu.name}'s "
+        f"{hbm_gib:.1f} GiB of HBM (dashed). The fullest stage uses {worst:.1f} GiB ({100 * worst / hbm_gib:.0f} % of HBM)."
+    )
+    return fig, caption

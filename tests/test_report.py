@@ -1,0 +1,260 @@
+"""The plan report: every figure drawn or explained, the HTML self-contained, the CLI's errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from factories import tiny_plan
+from scaleplan.planner.cli import main
+from scaleplan.planner.report import build_report, draw_figures, write_report
+from scaleplan.planner.report.figures import ReportFigure
+from scaleplan.specs.plan import Plan
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+KEYS = [
+    "1_scaling_law",
+    "2_loss_forecast",
+    "3_layout_search",
+    "4_memory",
+    "5_pipeline_timeline",
+    "6_phases",
+]
+
+
+def with_law(plan: Plan, **law: object) -> Plan:
+    return plan.model_copy(update={"law": law or {"preset": "chinchilla"}})
+
+
+def by_key(figures: list[ReportFigure] | tuple[ReportFigure, ...]) -> dict[str, ReportFigure]:
+    return {f.key: f for f in figures}
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_MAGIC
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def assert_non_trivial_png(data: bytes) -> None:
+    """A real plot: a sensible size and more than a handful of distinct colours."""
+    import io
+
+    from matplotlib.image import imread
+
+    w, h = png_size(data)
+    assert 400 <= w <= 2000 and 200 <= h <= 2000
+    pixels = imread(io.BytesIO(data), format="png")[..., :3].reshape(-1, 3)
+    assert len(np.unique((pixels * 255).astype(np.uint8), axis=0)) > 20
+    assert pixels.std() > 0.05
+
+
+def test_tiny_plan_report_is_self_contained(tmp_path: Path) -> None:
+    plan = with_law(tiny_plan(pp=2))
+    result = build_report(plan, tmp_path / "out", strict=True)
+    assert result.html_path == tmp_path / "out" / "report.html"
+    page = result.html_path.read_text()
+    figures = by_key(result.figures)
+    assert list(figures) == KEYS
+    assert figures["1_scaling_law"].status == "ok"
+    assert figures["6_phases"].status == "ok"
+    embedded = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    ok = [f for f in result.figures if f.status == "ok"]
+    assert len(embedded) == len(ok)
+    for fig, b64 in zip(ok, embedded, strict=True):
+        data = base64.b64decode(b64)
+        assert (
+            data == (tmp_path / "out" / fig.filename).read_bytes()
+        )  # the PNG beside it is the same
+        assert_non_trivial_png(data)
+        assert fig.caption and fig.caption in page.replace("&#x27;", "'").replace("&quot;", '"')
+    for fig in result.figures:
+        if fig.status != "ok":
+            assert fig.reason and fig.reason in page.replace("&#x27;", "'")
+            assert not (tmp_path / "out" / fig.filename).exists()
+    assert "src='http" not in page and 'src="http' not in page  # nothing fetched from elsewhere
+
+
+def test_write_report_returns_html_path_and_overwrites_stale_pngs(tmp_path: Path) -> None:
+    stale = tmp_path / "1_scaling_law.png"
+    stale.write_bytes(b"old")
+    path = write_report(tiny_plan(phases=("pretrain",)), tmp_path)  # no law: plot 1 is missing
+    assert path == tmp_path / "report.html" and path.is_file()
+    assert not stale.exists()
+
+
+def test_plan_without_law_says_why(tmp_path: Path) -> None:
+    figures = by_key(draw_figures(tiny_plan(), strict=True))
+    law = figures["1_scaling_law"]
+    assert law.status == "missing" and "no scaling law" in (law.reason or "")
+    assert figures["6_phases"].status == "ok"
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        tiny_plan(phases=("pretrain",)),
+        tiny_plan(phases=("sft", "dpo")),  # post-training only: no pretrain phase
+        tiny_plan(pp=4, global_batch=16),
+        tiny_plan(tp=2, dp=2),
+        tiny_plan(moe=True, ep=1),
+    ],
+    ids=["pretrain-only", "post-training-only", "pp4", "tp2-dp2", "moe"],
+)
+def test_partial_plans_never_crash(plan: Plan, tmp_path: Path) -> None:
+    result = build_report(with_law(plan), tmp_path, strict=True)
+    for fig in result.figures:
+        assert fig.status in ("ok", "missing"), (fig.key, fig.reason)
+        assert fig.status == "ok" or fig.reason
+
+
+def test_unreadable_plan_law_is_explained_not_raised() -> None:
+    plan = with_law(tiny_plan(), form="chinchilla", params={"E": "x"})
+    fig = by_key(draw_figures(plan, strict=True))["1_scaling_law"]
+    assert fig.status == "missing" and "could not be rebuilt" in (fig.reason or "")
+
+
+def _fit_file(path: Path, method: str, *, bootstrap: bool) -> Path:
+    from scaleplan.planner.laws import get_preset
+    from scaleplan.planner.laws.io import fit_document, write_fit
+
+    law = get_preset("chinchilla")
+    rng = np.random.default_rng(0)
+    budgets = [1e18, 1e19, 1e20]
+    n = np.concatenate([np.geomspace(c**0.5 / 40, c**0.5 / 4, 7) for c in budgets])
+    c = np.repeat(budgets, 7)
+    d = c / (6 * n)
+    loss = law.loss(n, d) * np.exp(rng.normal(0, 0.005, n.size))
+    boot = None
+    if bootstrap:
+        samples = [
+            {k: v * float(rng.normal(1, 0.02)) for k, v in law.params.items()} for _ in range(60)
+        ]
+        boot = {"samples": samples}
+    doc = fit_document(
+        law,
+        method=method,
+        points={"N": n.tolist(), "D": d.tolist(), "loss": loss.tolist(), "flops": c.tolist()},
+        bootstrap=boot,
+    )
+    write_fit(path, doc)
+    return path
+
+
+def test_fitted_law_draws_points_and_band(tmp_path: Path) -> None:
+    fit = _fit_file(tmp_path / "fit.json", "epoch", bootstrap=True)
+    fig = by_key(draw_figures(tiny_plan(), fit_path=str(fit), strict=True))["1_scaling_law"]
+    assert fig.status == "ok"
+    assert "bootstrap band" in fig.caption and "runs as points" in fig.caption
+    assert "No data points" not in fig.caption
+
+
+def test_isoflop_fit_draws_isoflop_curves(tmp_path: Path) -> None:
+    fit = _fit_file(tmp_path / "fit.json", "approach2", bootstrap=False)
+    fig = by_key(draw_figures(tiny_plan(), fit_path=str(fit), strict=True))["1_scaling_law"]
+    assert (
+        fig.status == "ok"
+        and "IsoFLOP curves" in fig.caption
+        and "3 fixed compute budgets" in fig.caption
+    )
+
+
+def test_preset_law_says_no_data_points() -> None:
+    fig = by_key(draw_figures(with_law(tiny_plan()), strict=True))["1_scaling_law"]
+    assert fig.status == "ok" and "No data points" in fig.caption
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def _plan_file(tmp_path: Path, plan: Plan | None = None) -> Path:
+    path = tmp_path / "plan.json"
+    path.write_text((plan or with_law(tiny_plan(pp=2))).model_dump_json(indent=1))
+    return path
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_cli_writes_report_and_lists_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan_file = _plan_file(tmp_path)
+    out = tmp_path / "rep"
+    assert _run(["report", str(plan_file), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'report.html'}" in printed and str(out / "6_phases.png") in printed
+    assert (out / "report.html").is_file()
+    # a second run refuses to overwrite without --force, and writes nothing
+    before = (out / "report.html").stat().st_mtime_ns
+    assert _run(["report", str(plan_file), "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "report.html").stat().st_mtime_ns == before
+    assert _run(["report", str(plan_file), "--out", str(out), "--force", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["html"] == str(out / "report.html")
+    assert [f["key"] for f in obj["figures"]] == KEYS
+    assert all((f["file"] is None) == (f["status"] != "ok") for f in obj["figures"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "malformed JSON"), ('{"name": "x"}', "required field is missing")],
+)
+def test_cli_bad_plan_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    bad = tmp_path / "plan.json"
+    bad.write_text(content)
+    assert _run(["report", str(bad), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "rep").exists()
+
+
+def test_cli_missing_plan_and_bad_fit_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(["report", str(tmp_path / "nope.json"), "--out", str(tmp_path / "rep")]) == 2
+    assert "file not found" in capsys.readouterr().err
+    plan_file = _plan_file(tmp_path)
+    bad_fit = tmp_path / "fit.json"
+    bad_fit.write_text('{"schema": "other"}')
+    assert (
+        _run(["report", str(plan_file), "--out", str(tmp_path / "rep"), "--fit", str(bad_fit)]) == 2
+    )
+    assert "not a FIT.json" in capsys.readouterr().err
+    assert not (tmp_path / "rep").exists()
+
+
+# --- the shipped examples ------------------------------------------------------------------------
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "specs" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_budget_report_under_10s(example: Path, tmp_path: Path) -> None:
+    planning = pytest.importorskip(
+        "scaleplan.planner.planning", reason="the planner (planner/planning.py) is not installed"
+    )
+    from scaleplan.specs.budget import BudgetSpec
+    from scaleplan.specs.loader import load_spec
+
+    plan = planning.plan(load_spec(BudgetSpec, example))
+    start = time.perf_counter()
+    result = build_report(plan, tmp_path, strict=True)
+    seconds = time.perf_counter() - start
+    assert seconds < 10.0, f"{example.name}: report took {seconds:.1f} s"
+    figures = by_key(result.figures)
+    for key in ("1_scaling_law", "3_layout_search", "4_memory", "5_pipeline_timeline", "6_phases"):
+        assert figures[key].status == "ok", (key, figures[key].reason)
+    assert figures["2_loss_forecast"].status == "ok" or figures["2_loss_forecast"].reason
