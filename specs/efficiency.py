@@ -1,9 +1,9 @@
 """Hardware efficiency profiles: the achieved fraction of peak, as parameters of the hardware.
 
-The curves' shapes live in `scaleplan.costmodels.compute`; their parameters live here, per GPU
-type and software stack, so a user's own measurements give a user's own profile
-(`scaleplan.costmodels.calibration`). Defaults ship in `catalog/profiles.yaml`, fitted on the
-published-runs set.
+The curves' shapes live in `scaleplan.costmodels.compute` and `scaleplan.costmodels.comm`; their
+parameters live here, per GPU type and software stack, so a user's own measurements give a user's
+own profile (`scaleplan.costmodels.calibration`). Defaults ship in `catalog/profiles.yaml`, fitted
+on the published-runs set (`scaleplan validate` shows how well).
 """
 
 from __future__ import annotations
@@ -16,24 +16,59 @@ from pydantic import Field
 
 from .base import Spec
 
+# The parameters `scaleplan.costmodels.calibration.calibrate` fits by default, with their bounds.
+FITTABLE_BOUNDS: dict[str, tuple[float, float]] = {
+    "gemm_max": (0.30, 0.98),
+    "gemm_half_flops": (0.0, 2.0e11),
+    "attention_eff": (0.10, 0.95),
+    "attention_score_passes": (0.0, 24.0),
+    "elementwise_bytes_per_hidden": (0.0, 400.0),
+    "hbm_eff": (0.30, 0.98),
+    "nvlink_eff": (0.20, 1.0),
+    "network_eff": (0.10, 1.0),
+    "collective_latency_s": (0.0, 2.0e-4),
+    "dp_overlap": (0.0, 1.0),
+    "tp_overlap": (0.0, 1.0),
+    "layer_overhead_s": (0.0, 2.0e-3),
+    "microbatch_overhead_s": (0.0, 0.05),
+    "step_overhead_s": (0.0, 2.0),
+}
+
 
 class EfficiencyProfile(Spec):
+    """Achieved fractions of peak and fixed overheads of one GPU type on one software stack."""
+
     name: str = "default"
-    # GEMM: eff = gemm_max * size / (size + gemm_half_size), size = the GEMM's FLOPs per call.
+    # GEMM: eff(F) = gemm_max * F / (F + gemm_half_flops), F = the GEMM's FLOPs per call, and the
+    # GEMM is never faster than moving its operands through HBM (roofline, Williams et al. 2009).
     gemm_max: float = Field(default=0.80, gt=0, le=1.0)
     gemm_half_flops: float = Field(default=2.0e9, ge=0)
-    # Fused attention kernels (FlashAttention) reach their own fraction of peak.
+    # Core attention (QK^T, softmax, AV) FLOPs run at this fraction of peak (FlashAttention-like).
     attention_eff: float = Field(default=0.55, gt=0, le=1.0)
-    # Memory-bound ops (norms, activations, optimizer) reach this fraction of HBM bandwidth.
+    # Unfused attention reads and writes the (b, heads, s, s) score matrix this many times
+    # (softmax, mask, dropout: Korthikanti et al. 2022, the 5as/h activation term); 0 = fused.
+    attention_score_passes: float = Field(default=0.0, ge=0)
+    # Memory-bound element-wise ops (norms, residual adds, activations, dropout) per layer and
+    # token move this many bytes per hidden unit in the forward pass.
+    elementwise_bytes_per_hidden: float = Field(default=40.0, ge=0)
+    # Memory-bound ops (element-wise, optimizer step) reach this fraction of HBM bandwidth.
     hbm_eff: float = Field(default=0.70, gt=0, le=1.0)
-    # Collectives reach these fractions of link bandwidth, plus a fixed latency per call.
+    # Collectives reach these fractions of link bandwidth, plus a latency per ring step.
     nvlink_eff: float = Field(default=0.75, gt=0, le=1.0)
     network_eff: float = Field(default=0.80, gt=0, le=1.0)
     collective_latency_s: float = Field(default=20e-6, ge=0)
     # Fraction of DP gradient communication hidden behind the backward pass when overlapped.
     dp_overlap: float = Field(default=0.8, ge=0, le=1.0)
+    # Fraction of TP communication hidden behind GEMMs (Megatron-core --tp-comm-overlap).
+    tp_overlap: float = Field(default=0.0, ge=0, le=1.0)
+    # Fixed host/launch overhead per transformer layer per pass (forward, backward, recompute).
+    layer_overhead_s: float = Field(default=50e-6, ge=0)
     # Fixed per-micro-batch overhead (kernel launches, framework), seconds.
     microbatch_overhead_s: float = Field(default=0.0, ge=0)
+    # Fixed per-step overhead (data loading, logging, launches of the optimizer), seconds.
+    step_overhead_s: float = Field(default=0.0, ge=0)
+    # Where the defaults came from (a fit's data set and residual), for `--explain`.
+    fitted_on: str = ""
 
 
 @functools.cache
@@ -42,8 +77,15 @@ def _profiles() -> dict[str, EfficiencyProfile]:
     if not path.is_file():
         return {}
     data = yaml.safe_load(path.read_text()) or {}
-    return {name: EfficiencyProfile.model_validate({"name": name, **values})
-            for name, values in data.items()}
+    return {
+        name: EfficiencyProfile.model_validate({"name": name, **values})
+        for name, values in data.items()
+    }
+
+
+def shipped_profiles() -> dict[str, EfficiencyProfile]:
+    """Every profile of the shipped catalog, by name (GPU catalog name, or `default`)."""
+    return dict(_profiles())
 
 
 def default_profile_for(gpu_name: str) -> EfficiencyProfile:

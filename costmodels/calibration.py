@@ -1,0 +1,138 @@
+"""Fit an efficiency profile's parameters to measured step times (scipy.optimize).
+
+A pure function over specs and arrays: give it measured runs (model, cluster, layout, sequence
+length, measured step time), get back an `EfficiencyProfile` whose predictions match them best.
+The residual is the log ratio predicted/measured (a relative error), under a soft-L1 loss so one
+odd measurement cannot drag the fit, plus a weak pull towards the starting profile so that
+parameters the runs say nothing about stay where they were (ridge prior in normalized units).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scaleplan.specs.efficiency import FITTABLE_BOUNDS, EfficiencyProfile
+from scaleplan.specs.hardware import ClusterSpec
+from scaleplan.specs.layout import LayoutSpec
+from scaleplan.specs.model import ModelSpec
+from scipy.optimize import least_squares
+
+from .batch import LayoutBatch
+from .step import estimate_step_batch
+
+DEFAULT_FIT: tuple[str, ...] = tuple(FITTABLE_BOUNDS)
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    model: ModelSpec
+    cluster: ClusterSpec
+    layout: LayoutSpec
+    seq_length: int
+    measured_step_time_s: float
+    weight: float = 1.0
+
+
+ProfileChoice = EfficiencyProfile | Callable[[ClusterSpec], EfficiencyProfile] | None
+
+
+def _groups(
+    runs: Sequence[MeasuredRun],
+) -> list[tuple[ModelSpec, ClusterSpec, int, LayoutBatch, np.ndarray]]:
+    buckets: dict[tuple, list[int]] = {}
+    for i, run in enumerate(runs):
+        buckets.setdefault((run.model, run.cluster, run.seq_length), []).append(i)
+    out = []
+    for (model, cluster, seq), idx in buckets.items():
+        batch = LayoutBatch.from_specs(runs[i].layout for i in idx)
+        out.append((model, cluster, seq, batch, np.asarray(idx)))
+    return out
+
+
+def _predict(groups, n: int, profile_for: Callable[[ClusterSpec], EfficiencyProfile]) -> np.ndarray:
+    pred = np.empty(n)
+    for model, cluster, seq, batch, idx in groups:
+        got = estimate_step_batch(
+            model, cluster, batch, seq, profile_for(cluster), with_memory=False
+        )
+        pred[idx] = got.step_time_s
+    return pred
+
+
+def predict_step_times(runs: Sequence[MeasuredRun], profile: ProfileChoice = None) -> np.ndarray:
+    """Predicted step time of every run (batched per model and cluster)."""
+    if profile is None:
+        choose: Callable[[ClusterSpec], EfficiencyProfile] = lambda c: c.profile  # noqa: E731
+    elif isinstance(profile, EfficiencyProfile):
+        choose = lambda c: profile  # noqa: E731
+    else:
+        choose = profile
+    return _predict(_groups(runs), len(runs), choose)
+
+
+@dataclass(frozen=True)
+class FitReport:
+    profile: EfficiencyProfile
+    mape_pct: float  # on the fitted runs
+    max_pct: float
+    n_runs: int
+    success: bool
+    message: str
+
+
+def calibrate_report(
+    runs: Sequence[MeasuredRun],
+    base: EfficiencyProfile | None = None,
+    fit: Sequence[str] = DEFAULT_FIT,
+    name: str | None = None,
+    prior_weight: float = 0.02,
+    max_nfev: int = 400,
+) -> FitReport:
+    """`calibrate`, plus the fit's own error figures."""
+    if not runs:
+        raise ValueError("calibrate needs at least one measured run")
+    base = base or runs[0].cluster.profile
+    unknown = [p for p in fit if p not in FITTABLE_BOUNDS]
+    if unknown:
+        raise ValueError(f"not fittable: {unknown}; fittable: {sorted(FITTABLE_BOUNDS)}")
+    lo = np.array([FITTABLE_BOUNDS[p][0] for p in fit])
+    hi = np.array([FITTABLE_BOUNDS[p][1] for p in fit])
+    x0 = np.clip((np.array([getattr(base, p) for p in fit]) - lo) / (hi - lo), 0.0, 1.0)
+    measured = np.array([r.measured_step_time_s for r in runs], dtype=np.float64)
+    weights = np.sqrt(np.array([r.weight for r in runs], dtype=np.float64))
+    groups = _groups(runs)
+
+    def profile_at(x: np.ndarray) -> EfficiencyProfile:
+        values = dict(zip(fit, (lo + np.clip(x, 0, 1) * (hi - lo)).tolist(), strict=True))
+        return base.model_copy(update={**values, "name": name or base.name})
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        prof = profile_at(x)
+        pred = _predict(groups, len(runs), lambda _c: prof)
+        return np.concatenate([weights * np.log(pred / measured), prior_weight * (x - x0)])
+
+    result = least_squares(
+        residuals, x0, bounds=(0.0, 1.0), loss="soft_l1", f_scale=0.05, max_nfev=max_nfev,
+        diff_step=1e-3,
+    )  # fmt: skip
+    prof = EfficiencyProfile.model_validate(profile_at(result.x).model_dump())
+    pred = _predict(groups, len(runs), lambda _c: prof)
+    ape = np.abs(pred / measured - 1.0) * 100.0
+    return FitReport(
+        prof, float(ape.mean()), float(ape.max()), len(runs), bool(result.success), result.message
+    )
+
+
+def calibrate(
+    runs: Sequence[MeasuredRun],
+    base: EfficiencyProfile | None = None,
+    fit: Sequence[str] = DEFAULT_FIT,
+    name: str | None = None,
+    prior_weight: float = 0.02,
+    max_nfev: int = 400,
+) -> EfficiencyProfile:
+    """The profile (starting from `base`, default the first run's cluster profile) whose
+    predicted step times best match the measured ones, fitting the parameters named in `fit`."""
+    return calibrate_report(runs, base, fit, name, prior_weight, max_nfev).profile

@@ -1,0 +1,220 @@
+"""Per-micro-batch work of the first, a middle, and the last pipeline stage (vectorized).
+
+Each stage's time per micro-batch is split into compute and the exposed communication of each
+parallel dimension; `step.py` composes the stages into a pipeline and a step.
+
+Communication volumes per transformer layer and micro-batch of T tokens (hidden h, bf16):
+- TP (Shoeybi et al. 2019, section 3): 2 all-reduces of T·h forward and 2 backward; sequence
+  parallelism (Korthikanti 2022, section 4.2.2) swaps each for a reduce-scatter + all-gather of
+  the same total volume. Full recompute replays the forward ones.
+- CP (ring attention; Liu et al. 2023, Megatron-core context parallelism): cp-1 ring steps of the
+  local K and V, overlapped with the attention core; twice that backward (K, V and their grads).
+- EP (GShard, Lepikhin et al. 2020): all-to-all dispatch + combine of T·top_k·h forward, same
+  backward.
+- PP (Narayanan 2021, section 4.1 scatter/gather): one send of T·h/tp forward and one backward.
+- DP: gradients reduced over dp·cp ranks once per step (all-reduce, or reduce-scatter +
+  parameter all-gather when the optimizer is sharded; ZeRO, Rajbhandari et al. 2020), bucketed
+  and overlapped with the last micro-batch's backward; ZeRO-3/FSDP gathers weights forward and
+  backward and reduce-scatters gradients on every micro-batch, overlapped with its compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scaleplan.specs.efficiency import EfficiencyProfile
+from scaleplan.specs.hardware import ClusterSpec
+from scaleplan.specs.model import ModelSpec
+
+from . import comm, flops
+from .batch import LayoutBatch
+from .compute import ACT_BYTES, layer_times
+from .topology import links_for
+
+STAGE_NAMES = ("first", "middle", "last")
+
+
+@dataclass(frozen=True)
+class StageParts:
+    """One stage's per-micro-batch seconds (arrays over layouts) and its per-step DP sync."""
+
+    compute_s: np.ndarray
+    tp_s: np.ndarray
+    cp_s: np.ndarray
+    ep_s: np.ndarray
+    pp_s: np.ndarray
+    overhead_s: np.ndarray
+    dp_exposed_step_s: np.ndarray
+    params_updated: np.ndarray  # parameters whose Adam step this GPU runs
+
+    @property
+    def total_s(self) -> np.ndarray:
+        return self.compute_s + self.tp_s + self.cp_s + self.ep_s + self.pp_s + self.overhead_s
+
+
+def _effective_bw(cluster: ClusterSpec, prof: EfficiencyProfile, size, stride):
+    bus, _cross, network = links_for(cluster, size, stride)
+    eff = np.where(network, prof.network_eff, prof.nvlink_eff)
+    return np.where(np.isfinite(bus), bus * eff, 1e30), network
+
+
+def _stage_params(model: ModelSpec, layouts: LayoutBatch) -> list[tuple[np.ndarray, ...]]:
+    """(dense-FFN layers, MoE layers, dense params, expert params, embedding params) per stage."""
+    from .memory_params import rank_params
+
+    n_moe_total = float(model.num_moe_layers)
+    n_dense_total = float(model.num_dense_layers)
+    pp = layouts.pp.astype(np.float64)
+    out = []
+    for stage in STAGE_NAMES:
+        got = rank_params(model, layouts, stage)
+        # Layers spread evenly over stages (Megatron requires num_layers % pp == 0).
+        out.append((n_dense_total / pp, n_moe_total / pp, got.dense, got.experts, got.embedding))
+    return out
+
+
+def stage_parts(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    layouts: LayoutBatch,
+    seq_length: int,
+    prof: EfficiencyProfile,
+) -> list[StageParts]:
+    tp, pp, cp, dp, ep, etp = (
+        layouts.tp,
+        layouts.pp,
+        layouts.cp,
+        layouts.dp,
+        layouts.ep,
+        layouts.etp,
+    )
+    mb = layouts.micro_batch.astype(np.float64)
+    lt = layer_times(
+        model,
+        cluster.gpu,
+        prof,
+        seq_length,
+        tp,
+        cp,
+        ep,
+        etp,
+        layouts.micro_batch,
+        layouts.sequence_parallel,
+        layouts.precision,
+    )
+    h = float(model.hidden_size)
+    tokens = mb * seq_length / cp
+    lat = prof.collective_latency_s
+    # Rank order tp-cp-ep-dp-pp (Megatron-core default): strides of each dimension's group.
+    tp_bw, _ = _effective_bw(cluster, prof, tp, np.ones_like(tp))
+    cp_bw, _ = _effective_bw(cluster, prof, cp, tp)
+    ep_bw, _ = _effective_bw(cluster, prof, ep, etp)
+    dp_bw, _ = _effective_bw(cluster, prof, dp * cp, tp)
+    pp_bus, pp_net = _effective_bw(cluster, prof, pp, tp * cp * dp)
+    # A p2p send uses one GPU's port: its NIC across nodes, its NVLink inside the domain.
+    pp_bw = np.where(
+        pp_net,
+        cluster.nic_bytes_per_s * prof.network_eff,
+        cluster.gpu.nvlink_bytes_per_s_per_direction * prof.nvlink_eff,
+    )
+    # --- per layer, per micro-batch communication -------------------------------------------
+    act_bytes = tokens * h * ACT_BYTES
+    tp_one = np.where(tp > 1, comm.all_reduce_s(act_bytes, tp, tp_bw, lat), 0.0)
+    tp_fwd_dense = 2.0 * tp_one
+    tp_fwd_moe = tp_one + np.where(etp > 1, tp_one, 0.0)
+    tp_keep = 1.0 - prof.tp_overlap
+    kv_heads_local = np.maximum(model.kv_heads / tp, 1.0)
+    kv_bytes = tokens * 2.0 * kv_heads_local * model.head_size * ACT_BYTES
+    cp_fwd = np.where(cp > 1, (cp - 1.0) * comm.p2p_s(kv_bytes, cp_bw, lat), 0.0)
+    cp_fwd_exposed = comm.exposed_after_overlap(cp_fwd, lt.attn_core_fwd_s, 1.0)
+    cp_bwd_exposed = comm.exposed_after_overlap(2.0 * cp_fwd, lt.attn_core_bwd_s, 1.0)
+    ep_fwd = np.zeros_like(tokens)
+    if model.moe is not None:
+        a2a_bytes = tokens * model.moe.top_k * h * ACT_BYTES
+        ep_fwd = np.where(ep > 1, 2.0 * comm.all_to_all_s(a2a_bytes, ep, ep_bw, lat), 0.0)
+    p2p_one = np.where(pp > 1, comm.p2p_s(act_bytes / tp, pp_bw, lat), 0.0)
+    # --- recompute ---------------------------------------------------------------------------
+    full = layouts.recompute == 2
+    selective = layouts.recompute == 1
+    frac = np.asarray(
+        flops.recompute_layers_fraction(model.num_layers, pp, layouts.recompute_layers)
+    )
+    frac = np.where(full, frac * np.ones_like(mb), 0.0)
+    # --- parameters and DP sync ---------------------------------------------------------------
+    zero = layouts.zero_stage
+    sharded = (layouts.distributed_optimizer > 0) | (zero >= 1)
+    grad_bytes = np.where(layouts.precision == 1, 2.0, 4.0)  # fp32 main grads unless fp16
+    m = np.maximum(layouts.num_microbatches, 1).astype(np.float64)
+    dpcp = (dp * cp).astype(np.float64)
+    out: list[StageParts] = []
+    for (n_dense, n_moe, p_dense, p_exp, p_emb), name in zip(
+        _stage_params(model, layouts), STAGE_NAMES, strict=True
+    ):
+        layers = n_dense + n_moe
+        is_first = name == "first"
+        is_last = name == "last"
+        fwd = n_dense * lt.dense_fwd_s + n_moe * lt.moe_fwd_s
+        bwd = n_dense * lt.dense_bwd_s + n_moe * lt.moe_bwd_s
+        recompute = frac * fwd + np.where(selective, layers * lt.attn_core_fwd_s, 0.0)
+        # pp == 1: the only stage is both first and last.
+        ends_first = is_first | (pp == 1)
+        ends_last = is_last | (pp == 1)
+        head = np.where(ends_last, lt.head_fwd_s + lt.head_bwd_s, 0.0)
+        embed = np.where(ends_first, lt.embed_fwd_s + lt.embed_bwd_s, 0.0)
+        compute = fwd + bwd + recompute + head + embed
+        tp_layer = n_dense * tp_fwd_dense + n_moe * tp_fwd_moe
+        tp_s = tp_keep * tp_layer * (2.0 + frac)
+        cp_s = layers * (cp_fwd_exposed * (1.0 + frac) + cp_bwd_exposed)
+        ep_s = n_moe * ep_fwd * (2.0 + frac)
+        pp_s = 2.0 * p2p_one * np.where(pp > 1, 1.0, 0.0)
+        passes = 3.0 + frac + selective  # forward, backward (2), recompute
+        overhead = layers * passes * prof.layer_overhead_s + prof.microbatch_overhead_s
+        # DP: dense params over dp·cp, routed experts over the expert-DP group dp·cp/ep.
+        params = p_dense + p_emb + p_exp
+        edp = np.maximum(dpcp / ep, 1.0)
+        grad_sync = np.where(
+            sharded,
+            comm.reduce_scatter_s((p_dense + p_emb) * grad_bytes, dpcp, dp_bw, lat)
+            + comm.reduce_scatter_s(p_exp * grad_bytes, edp, dp_bw, lat),
+            comm.all_reduce_s((p_dense + p_emb) * grad_bytes, dpcp, dp_bw, lat)
+            + comm.all_reduce_s(p_exp * grad_bytes, edp, dp_bw, lat),
+        )
+        param_gather = np.where(
+            sharded, comm.all_gather_s(params * ACT_BYTES, dpcp, dp_bw, lat), 0.0
+        )
+        bwd_one = bwd + recompute
+        fwd_one = fwd
+        grad_exposed = np.where(
+            layouts.overlap_grad_reduce > 0,
+            comm.exposed_after_overlap(grad_sync, bwd_one, prof.dp_overlap),
+            grad_sync,
+        )
+        gather_exposed = np.where(
+            layouts.overlap_param_gather > 0,
+            comm.exposed_after_overlap(param_gather, fwd_one, prof.dp_overlap),
+            param_gather,
+        )
+        # ZeRO-3 / FSDP: every micro-batch gathers the weights twice (forward, backward) and
+        # reduce-scatters bf16 gradients, overlapped with that micro-batch's compute.
+        z3_comm = 2.0 * comm.all_gather_s(
+            params * ACT_BYTES, dpcp, dp_bw, lat
+        ) + comm.reduce_scatter_s(params * ACT_BYTES, dpcp, dp_bw, lat)
+        z3_exposed = m * comm.exposed_after_overlap(z3_comm, compute, prof.dp_overlap)
+        dp_exposed = np.where(
+            dpcp > 1, np.where(zero >= 3, z3_exposed, grad_exposed + gather_exposed), 0.0
+        )
+        updated = np.where(sharded, (p_dense + p_emb) / dpcp + p_exp / edp, params)
+        out.append(
+            StageParts(
+                compute_s=compute,
+                tp_s=tp_s,
+                cp_s=cp_s,
+                ep_s=ep_s,
+                pp_s=pp_s,
+                overhead_s=overhead * np.ones_like(mb),
+                dp_exposed_step_s=dp_exposed,
+                params_updated=updated,
+            )
+        )
+    return out
