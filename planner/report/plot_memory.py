@@ -3,8 +3,6 @@ the main phase's layout, against the GPU's HBM capacity. One memory model: costm
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -14,35 +12,13 @@ from .context import ReportContext
 from .figures import Unavailable
 
 GIB = 2**30
-# Aggregates a memory breakdown may carry besides its parts: never stacked as a component.
-TOTAL_KEYS = {"total", "total_bytes", "peak", "peak_bytes", "sum"}
-
-
-def _first(value: Any) -> float:
-    arr = np.asarray(value, dtype=float).reshape(-1)
-    return float(arr[0]) if arr.size else 0.0
 
 
 def components_of(result: Any) -> dict[str, float]:
-    """{component name: bytes} for layout 0 of a memory_per_gpu result (a mapping, a dataclass,
-    or an object with `components`), without totals."""
-    if hasattr(result, "components") and not callable(result.components):
-        result = result.components
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        result = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
-    elif hasattr(result, "model_dump"):
-        result = result.model_dump()
-    if not isinstance(result, Mapping):
-        raise TypeError(f"unexpected memory breakdown type {type(result).__name__}")
-    out: dict[str, float] = {}
-    for key, value in result.items():
-        if key in TOTAL_KEYS:
-            continue
-        try:
-            out[str(key)] = _first(value)
-        except (TypeError, ValueError):
-            continue
-    return out
+    """{component name: bytes} of layout 0 of a `memory_per_gpu` result, without the total."""
+    parts = dict(result.component(0))
+    parts.pop("total", None)
+    return parts
 
 
 def stages_to_show(pp: int) -> list[tuple[str, int]]:
