@@ -115,6 +115,8 @@ def layout_violations(
             (vp > 1) & ((gb // (dp * mb)) % pp != 0),
             "interleaved schedule needs the number of micro-batches divisible by pp",
         ),
+        # before the divisibility rule below, which would otherwise always report it first
+        ("micro_batch", mb > gb, "micro_batch exceeds global_batch"),
         (
             "global_batch",
             gb % (dp * mb) != 0,
@@ -157,7 +159,6 @@ def layout_violations(
             (dist_opt != 0) & (zero >= 2),
             "use either distributed_optimizer (ZeRO-1 in Megatron) or zero_stage>=2, not both",
         ),
-        ("micro_batch", mb > gb, "micro_batch exceeds global_batch"),
     ]
     if num_gpus is not None:
         rules.append(("dp", tp * pp * cp * dp != num_gpus, f"tp*pp*cp*dp must equal {num_gpus} GPUs"))
