@@ -11,7 +11,7 @@ Shape rules (each from a published model family):
 - depth: the aspect ratio hidden/layers near 128 (Llama-3: 8B 128, 70B 102, 405B 130); Kaplan
   et al. 2020 (Fig. 5) find loss within a few percent over a wide range of aspect ratios, so the
   ratio is a soft preference and matching N comes first. Layer counts are rounded to a multiple
-  of 8 (4 from 32 layers, else 2) so that pipeline stages divide them.
+  of 16 from 96 layers (8 from 64, 4 from 32, else 2) so that pipeline stages divide them.
 - MoE: experts of width dense_ffn / granularity (Krajewski et al. 2024, "Scaling laws for
   fine-grained MoE", granularity G = d_ff / d_expert), the first layer dense (DeepSeekMoE, Dai
   et al. 2024); N is matched against *active* parameters, the compute a token pays for.
@@ -78,8 +78,9 @@ def candidate_hidden_sizes(rule: ShapeRule = ShapeRule()) -> list[int]:
 
 
 def layer_multiple(layers: float) -> int:
-    """Round depth so pipeline stages divide it: 8 from 64 layers, 4 from 32, else 2."""
-    return 8 if layers >= 64 else 4 if layers >= 32 else 2
+    """Round depth so pipeline stages divide it: 16 from 96 layers, 8 from 64, 4 from 32,
+    else 2."""
+    return 16 if layers >= 96 else 8 if layers >= 64 else 4 if layers >= 32 else 2
 
 
 def build_model(

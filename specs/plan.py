@@ -60,6 +60,9 @@ class PhaseEstimate(Spec):
     bubble_s: float = Field(default=0.0, ge=0)
     optimizer_s: float = Field(default=0.0, ge=0)
     rollout_s: float = Field(default=0.0, ge=0, description="GRPO: generation time per step")
+    reference_s: float = Field(
+        default=0.0, ge=0, description="DPO/GRPO: reference (and old-policy) forwards per step"
+    )
     hfu: float = Field(default=0.0, ge=0)
     tokens_per_s_per_gpu: float = Field(default=0.0, ge=0)
     memory_gib: float = Field(default=0.0, ge=0, description="peak memory per GPU")

@@ -1,0 +1,104 @@
+"""`scaleplan plan BUDGET.yaml`: a budget in, a multi-phase plan out (rich summary or --json).
+
+Nothing is written unless the whole plan (and, with --report, the report module) succeeds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+from scaleplan.specs.errors import SpecError
+
+
+def plan_json(plan: Any) -> dict[str, Any]:
+    """The plan object as `--json` prints it: the plan file plus the model's derived counts."""
+    doc = plan.model_dump(mode="json")
+    model = plan.model
+    doc["model"] = {
+        **doc["model"],
+        "params_total": model.params_total,
+        "params_active": model.params_active,
+        "non_embedding_params": model.non_embedding_params,
+    }
+    return doc
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _report_writer() -> Any:
+    """`scaleplan.planner.report.write_report`, or None when that module is not installed."""
+    if importlib.util.find_spec("scaleplan.planner.report") is None:
+        return None
+    module = importlib.import_module("scaleplan.planner.report")
+    return getattr(module, "write_report", None)
+
+
+@click.command("plan")
+@click.argument("budget_file", metavar="BUDGET.yaml", type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write the plan file (JSON).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False),
+    help="Also write an HTML report into this folder.",
+)
+def plan(budget_file: str, out: str | None, as_json: bool, report_dir: str | None) -> None:
+    """Turn a budget into a plan: model, tokens, schedule, layouts and every phase's cost."""
+    from scaleplan.specs.budget import BudgetSpec
+    from scaleplan.specs.loader import load_spec
+
+    from ..planning import plan as make_plan
+
+    writer = None
+    if report_dir is not None:
+        writer = _report_writer()
+        if writer is None:
+            raise SpecError(
+                "the HTML report is not available in this installation "
+                "(scaleplan.planner.report.write_report is missing); drop --report",
+                field="--report",
+            )
+    budget = load_spec(BudgetSpec, budget_file)
+    progress = None if as_json else _progress
+    try:
+        result = make_plan(budget, progress=progress)
+    except SpecError as err:
+        raise err.with_source(budget_file) from None
+    text = result.model_dump_json(indent=2)
+    if writer is not None:  # the report first: if it fails, no plan file is left behind
+        writer(result, Path(report_dir), fit_path=budget.law.fit)  # type: ignore[arg-type]
+    if out is not None:
+        _write_atomic(Path(out), text + "\n")
+    if as_json:
+        click.echo(json.dumps(plan_json(result), indent=2))
+        return
+    from .plan_view import print_plan
+
+    print_plan(result, out=out, report_dir=report_dir)
+
+
+def _progress(message: str) -> None:
+    click.echo(f"  {message}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    plan(sys.argv[1:])

@@ -1,0 +1,339 @@
+"""`plan()`: a budget in, a multi-phase plan out.
+
+The loop (per GPU count): C = GPUs x seconds x goodput x achievable FLOP/s, where achievable is
+the best layout's predicted MFU for the candidate model; the law turns C into N and D (under the
+data cap and the inference volume); N becomes an architecture; the architecture gets a layout;
+the layout's throughput gives the next C. It stops when the architecture repeats (a fixed point)
+and records every iteration. Among several GPU counts the plan with the lowest predicted loss
+wins (ties within 0.1 %: the shortest wall time).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from scaleplan.costmodels.flops import model_flops_per_token
+from scaleplan.specs.budget import BudgetSpec, MoEBudget
+from scaleplan.specs.errors import SpecError
+from scaleplan.specs.hardware import ClusterSpec, get_gpu
+from scaleplan.specs.loader import validate
+from scaleplan.specs.model import ModelSpec
+from scaleplan.specs.plan import PhaseSpec, Plan
+
+from .architecture import architecture_for_params
+from .laws import Law, constrained_optimal, inference_aware_optimal, load_law
+from .laws.hyperparams import deepseek_lr_batch, warmup_steps
+from .phases import PhaseContext, post_training, pretrain_and_anneal
+from .search import NoLayoutFits, SearchResult, search_layouts
+
+Progress = Callable[[str], None]
+MAX_ITERATIONS = 8
+INITIAL_MFU = 0.4  # first guess only; replaced by the searched layout's MFU after one pass
+MIN_TOKENS_PER_PARAM = 1.0  # below one token per parameter the data cap leaves nothing to learn
+FLOPS_PER_PARAM_TOKEN = 6.0  # the laws' compute convention, C = 6 N D (Kaplan 2020, Hoffmann 2022)
+
+
+def _cluster(budget: BudgetSpec, num_gpus: int) -> ClusterSpec:
+    gpu = get_gpu(budget.gpu, field="gpu")
+    opts = budget.cluster
+    fields: dict[str, Any] = {"gpu": gpu, "num_gpus": num_gpus}
+    fields["gpus_per_node"] = min(opts.gpus_per_node or gpu.gpus_per_node, num_gpus)
+    for key in ("nvlink_domain", "nic_gbps_per_gpu"):
+        if getattr(opts, key) is not None:
+            fields[key] = getattr(opts, key)
+    fields["inter_node_topology"] = opts.inter_node_topology
+    fields["oversubscription"] = opts.oversubscription
+    if budget.usd_per_gpu_hour is not None:
+        fields["usd_per_gpu_hour"] = budget.usd_per_gpu_hour
+    try:
+        return validate(ClusterSpec, fields, prefix="cluster")
+    except SpecError as err:
+        raise SpecError(
+            f"{err.reason}; choose a GPU count that fills whole nodes", field="gpus"
+        ) from None
+
+
+def _law(budget: BudgetSpec) -> Law:
+    if budget.law.fit:
+        return load_law(fit_path=budget.law.fit)
+    return load_law(preset=budget.law.preset)
+
+
+def _moe(budget: BudgetSpec) -> MoEBudget | None:
+    return (budget.moe or MoEBudget()) if budget.architecture == "moe" else None
+
+
+def _counted_params(model: ModelSpec) -> float:
+    """N as the laws count it: total parameters; for MoE the active ones (compute per token)."""
+    return float(model.params_active if model.moe else model.params_total)
+
+
+def law_allocation(budget: BudgetSpec, law: Law, compute: float) -> tuple[float, float, float]:
+    """(N, D, epochs) the law picks for `compute` (C = 6ND) under the budget's target and cap."""
+    cap = budget.data.max_unique_tokens
+    max_d = cap * budget.data.max_epochs if cap else math.inf
+    kind = budget.target.kind
+    if kind == "fixed-size":
+        n = float(budget.target.params or 0.0)
+        d = compute / (FLOPS_PER_PARAM_TOKEN * n)
+    elif kind == "inference-aware":
+        n, d = inference_aware_optimal(
+            law, compute, float(budget.target.inference_tokens or 0.0), kind="compute"
+        )
+    else:
+        n, d, _ = constrained_optimal(law, compute, max_unique_tokens=cap)
+    if d > max_d:  # the cap binds: fewer tokens, and (at fixed compute) a larger model
+        d = max_d
+        if kind == "compute-optimal":
+            n = compute / (FLOPS_PER_PARAM_TOKEN * d)
+    epochs = d / cap if cap else 1.0
+    return float(n), float(d), float(max(epochs, 1.0) if cap else 1.0)
+
+
+def _check_data_cap(budget: BudgetSpec, law: Law, compute: float, n: float, d: float) -> None:
+    cap = budget.data.max_unique_tokens
+    if cap and d / n < MIN_TOKENS_PER_PARAM and budget.target.kind != "fixed-size":
+        n_free, d_free = law.optimal(compute)
+        need = float(d_free) / budget.data.max_epochs
+        raise SpecError(
+            f"max_unique_tokens={cap:.3g} is too small for this budget: spending its compute "
+            f"({compute:.3g} FLOPs) would take a {n:.3g}-parameter model on {d:.3g} tokens "
+            f"({d / n:.2g} tokens per parameter; compute-optimal is about "
+            f"{float(d_free) / float(n_free):.0f}). Raise data.max_unique_tokens to about "
+            f"{need:.3g} (or data.max_epochs), or shrink the budget (gpus, hours, dollars)",
+            field="data.max_unique_tokens",
+        )
+
+
+def _train_seconds(budget: BudgetSpec, cluster: ClusterSpec, post: list[PhaseSpec]) -> float:
+    """Training seconds left for pretrain + anneal after the post-training phases, under both the
+    wall-clock and the dollar limit (wall time = training time / goodput; the post-training slice
+    is billed for its own GPUs only)."""
+    price = cluster.price_usd_per_gpu_hour
+    post_time = sum(p.time_s for p in post)
+    post_gpu_s = sum(p.time_s * p.num_gpus for p in post)
+    limits = []
+    if budget.hours is not None:
+        limits.append(budget.goodput * budget.hours * 3600.0 - post_time)
+    if budget.dollars is not None:
+        gpu_s = budget.goodput * budget.dollars / price * 3600.0
+        limits.append((gpu_s - post_gpu_s) / cluster.num_gpus)
+    return min(limits)
+
+
+def _no_layout(err: NoLayoutFits, model: ModelSpec, cluster: ClusterSpec, phase: str) -> SpecError:
+    closest = "; ".join(r["reason"] for r in err.rejected[:3]) or "every layout breaks a rule"
+    return SpecError(
+        f"no parallel layout of the {model.params_total / 1e9:.3g}B-parameter model fits "
+        f"{cluster.num_gpus} x {cluster.gpu.name} for {phase} ({closest}); use more GPUs, GPUs "
+        "with more memory, or a smaller model (target.params)",
+        field="gpus",
+    )
+
+
+class _Candidate:
+    """One GPU count's fixed-point result."""
+
+    def __init__(self, plan: Plan, loss: float, wall_s: float) -> None:
+        self.plan, self.loss, self.wall_s = plan, loss, wall_s
+
+
+def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progress) -> _Candidate:
+    cluster = _cluster(budget, num_gpus)
+    peak = cluster.gpu.peak_flops("bf16")
+    seq = budget.data.seq_length
+    if budget.phases.post_training_gpus and budget.phases.post_training_gpus > num_gpus:
+        raise SpecError(
+            f"post_training_gpus={budget.phases.post_training_gpus} exceeds the {num_gpus} GPUs "
+            "of the budget; lower it or leave it out",
+            field="phases.post_training_gpus",
+        )
+    moe = _moe(budget)
+    searches_s, evaluated = 0.0, 0
+    iterations: list[dict[str, Any]] = []
+    seen: dict[tuple[int, int], dict[str, Any]] = {}
+    mfu = INITIAL_MFU
+    hours = budget.hours or budget.dollars / (num_gpus * cluster.price_usd_per_gpu_hour)  # type: ignore[operator]
+    seconds = budget.goodput * hours * 3600.0
+    compute = num_gpus * seconds * peak * mfu  # first guess, in model FLOPs
+    n_law, d_law, epochs = law_allocation(budget, law, compute)
+    state: dict[str, Any] = {}
+    for k in range(MAX_ITERATIONS):
+        _check_data_cap(budget, law, compute, n_law, d_law)
+        model = architecture_for_params(
+            n_law, vocab_size=budget.data.vocab_size, seq_length=seq, moe=moe
+        )
+        key = (model.num_layers, model.hidden_size)
+        if key in seen:  # the architecture repeats: fixed point (or a 2-cycle; keep this one)
+            state = seen[key]
+            iterations.append({**state["record"], "iteration": k, "repeat": True})
+            break
+        lr, batch_tokens = deepseek_lr_batch(compute)
+        try:
+            result = search_layouts(model, cluster, seq, max(batch_tokens / seq, 1.0))
+        except NoLayoutFits as err:
+            raise _no_layout(err, model, cluster, "pretraining") from None
+        searches_s += result.seconds
+        evaluated += result.layouts_evaluated
+        gb = result.best.global_batch
+        # sqrt rule for Adam when the layout changes the batch (Malladi et al. 2022, section 3)
+        lr_scaled = lr * math.sqrt(gb * seq / batch_tokens)
+        ctx = PhaseContext(budget, cluster, model, lr_scaled, cluster.price_usd_per_gpu_hour)
+        try:
+            post = post_training(ctx, gb * seq, "anneal" if budget.phases.anneal else "pretrain")
+        except NoLayoutFits as err:
+            raise _no_layout(err, model, cluster, "post-training") from None
+        for r in ctx.searches.values():
+            searches_s += r.seconds
+            evaluated += r.layouts_evaluated
+        train_s = _train_seconds(budget, cluster, post)
+        if train_s <= 0:
+            raise SpecError(
+                f"post-training alone ({sum(p.time_s for p in post) / 3600:.1f} h of training) "
+                "uses the whole budget; raise hours/dollars or shrink the post-training phases",
+                field="phases",
+            )
+        tps = result.step["tokens_per_s_per_gpu"]
+        tokens_time = train_s * num_gpus * tps
+        mfu = result.step["mfu"]
+        compute = FLOPS_PER_PARAM_TOKEN * _counted_params(model) * tokens_time
+        record = {
+            "iteration": k,
+            "n_law": n_law,
+            "n_model": _counted_params(model),
+            "layers": model.num_layers,
+            "hidden": model.hidden_size,
+            "layout": result.best.model_dump(mode="json", exclude_defaults=True),
+            "mfu": mfu,
+            "tokens_time": tokens_time,
+            "compute_6nd": compute,
+        }
+        iterations.append(record)
+        progress(
+            f"iteration {k}: N={_counted_params(model) / 1e9:.3g}B, MFU {mfu:.1%}, "
+            f"{tokens_time / 1e9:.4g}B tokens fit the time"
+        )
+        state = {
+            "model": model,
+            "result": result,
+            "post": post,
+            "ctx": ctx,
+            "lr": lr,
+            "batch_tokens": batch_tokens,
+            "tokens_time": tokens_time,
+            "record": record,
+            "compute": compute,
+        }
+        seen[key] = state
+        n_law, d_law, epochs = law_allocation(budget, law, compute)
+    model, result, post, ctx = state["model"], state["result"], state["post"], state["ctx"]
+    n = _counted_params(model)
+    _check_data_cap(
+        budget, law, state["compute"], n, min(state["tokens_time"], _max_tokens(budget))
+    )
+    tokens = min(state["tokens_time"], _max_tokens(budget))
+    notes = []
+    if tokens < state["tokens_time"]:
+        notes.append(
+            f"the data cap binds: {tokens:.3g} tokens instead of the "
+            f"{state['tokens_time']:.3g} the time allows; pretraining finishes early"
+        )
+    steps = max(1, math.ceil(tokens / (result.best.global_batch * seq)))
+    warm = warmup_steps(steps, n, result.best.global_batch * seq)
+    phases = pretrain_and_anneal(ctx, result, tokens, warm) + post
+    loss = float(law.loss(n, tokens))
+    wall_s = sum(p.time_s for p in phases) / budget.goodput
+    plan = Plan(
+        name=budget.name,
+        scaleplan_version=_version(),
+        budget=budget,
+        cluster=cluster,
+        model=model,
+        tokens=float(sum(p.tokens for p in phases if p.name in ("pretrain", "anneal"))),
+        compute_flops=model_flops_per_token(model, seq) * tokens,
+        law={
+            **law.to_dict(),
+            "n_params": n,
+            "tokens": tokens,
+            "predicted_loss": loss,
+            "epochs": tokens / budget.data.max_unique_tokens
+            if budget.data.max_unique_tokens
+            else 1.0,
+            "target": budget.target.kind,
+            "peak_lr_law": state["lr"],
+            "batch_tokens_law": state["batch_tokens"],
+            "lr_rule": "DeepSeek LLM 2024 Formula 1; sqrt batch rescale (Malladi et al. 2022)",
+        },
+        fixed_point={
+            "iterations": iterations,
+            "converged": bool(iterations and iterations[-1].get("repeat")),
+            "achievable_flops_per_gpu": result.step["mfu"] * cluster.gpu.peak_flops("bf16"),
+        },
+        search={
+            "layouts_evaluated": evaluated,
+            "seconds": round(searches_s, 4),
+            "pretrain": _summary(result),
+            **{name: _summary(r) for name, r in ctx.searches.items()},
+        },
+        phases=tuple(phases),
+        notes=tuple(
+            notes + [f"wall clock {wall_s / 86400:.2f} days at goodput {budget.goodput:g}"]
+        ),
+    )
+    return _Candidate(plan, loss, wall_s)
+
+
+def _max_tokens(budget: BudgetSpec) -> float:
+    cap = budget.data.max_unique_tokens
+    return cap * budget.data.max_epochs if cap else math.inf
+
+
+def _summary(result: SearchResult) -> dict[str, Any]:
+    return result.summary()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scaleplan")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def plan(budget: BudgetSpec, *, progress: Progress | None = None) -> Plan:
+    """Turn a budget into a plan. With several GPU counts, each is planned and the one whose
+    model reaches the lowest predicted loss is kept (ties within 0.1 %: shortest wall time)."""
+    say = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    law = _law(budget)
+    candidates: list[_Candidate] = []
+    failures: list[str] = []
+    for count in budget.gpu_counts:
+        say(f"planning on {count} x {budget.gpu}")
+        try:
+            candidates.append(_plan_for_count(budget, law, count, say))
+        except SpecError as err:
+            if len(budget.gpu_counts) == 1:
+                raise
+            failures.append(f"{count} GPUs: {err.reason}")
+    if not candidates:
+        raise SpecError("no GPU count gives a plan: " + " | ".join(failures), field="gpus")
+    best_loss = min(c.loss for c in candidates)
+    close = [c for c in candidates if c.loss <= best_loss * 1.001]
+    chosen = min(close, key=lambda c: c.wall_s)
+    notes = list(chosen.plan.notes)
+    if len(budget.gpu_counts) > 1:
+        notes.append(
+            "GPU count chosen by lowest predicted loss (ties within 0.1 %: shortest wall time): "
+            + ", ".join(f"{c.plan.cluster.num_gpus} GPUs -> loss {c.loss:.4f}" for c in candidates)
+            + "".join(f"; {f}" for f in failures)
+        )
+    search = {**chosen.plan.search, "plan_seconds": round(time.perf_counter() - start, 4)}
+    return chosen.plan.model_copy(update={"notes": tuple(notes), "search": search})
+
+
+__all__ = ["law_allocation", "plan"]
