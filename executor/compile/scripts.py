@@ -55,9 +55,19 @@ def _env_defaults() -> list[str]:
     return [f'export {k}="${{{k}:-{v}}}"' for k, v in NCCL_ENV]
 
 
-def _run_dir_lines(default_run_dir: str | None) -> list[str]:
-    default = q(default_run_dir) if default_run_dir else '"$COMPILED/run"'
-    return [f"DEFAULT_RUN_DIR={default}", 'RUN_DIR="${RUN_DIR:-$DEFAULT_RUN_DIR}"']
+def literal(line: str, value: str) -> list[str]:
+    """`line` embeds `value` single-quoted; tell shellcheck a `$` in it is meant literally."""
+    if "$" in value or "`" in value:
+        return ["# shellcheck disable=SC2016  # a user string, single-quoted on purpose", line]
+    return [line]
+
+
+def _run_dir_lines(default_run_dir: str | None, base: str = "COMPILED") -> list[str]:
+    if default_run_dir is None:
+        lines = [f'DEFAULT_RUN_DIR="${base}/run"']
+    else:
+        lines = literal(f"DEFAULT_RUN_DIR={q(default_run_dir)}", default_run_dir)
+    return [*lines, 'RUN_DIR="${RUN_DIR:-$DEFAULT_RUN_DIR}"']
 
 
 def torchrun_script(
@@ -117,6 +127,7 @@ def _megatron_lm_lines(ctx: PhaseContext, lm: MegatronLMArgs) -> list[str]:
         "  exit 2",
         "fi",
         'DATA_DIR="${DATA_DIR:-$RUN_DIR/data}"',
+        'export SCALEPLAN_PLAN="$COMPILED/plan.json"  # the plan this run follows, for our tools',
         'cmd+=("$MEGATRON_LM_DIR/pretrain_gpt.py")',
     ]
     groups: list[list[str]] = []
@@ -130,7 +141,7 @@ def _megatron_lm_lines(ctx: PhaseContext, lm: MegatronLMArgs) -> list[str]:
     for weight, prefix in lm.data:
         path = q(prefix) if prefix.startswith("/") else f'"$DATA_DIR"/{q(prefix)}'
         data += [repr(round(weight, 6)), path]
-    lines.append("cmd+=(--data-path " + " ".join(data) + ")")
+    lines += literal("cmd+=(--data-path " + " ".join(data) + ")", "".join(p for _, p in lm.data))
     lines += [f'SAVE="$RUN_DIR"/{q(lm.save_dir)}', 'cmd+=(--save "$SAVE")']
     if lm.init_dir is None:
         lines.append('cmd+=(--load "$SAVE")')
@@ -177,9 +188,8 @@ def chain_script(
     lines += [
         "# prints one line per phase: PHASE JOB_ID",
         'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
-        'COMPILED="$HERE"',
         'export SCALEPLAN_DIR="$HERE"',
-        *_run_dir_lines(default_run_dir),
+        *_run_dir_lines(default_run_dir, base="HERE"),
         "export RUN_DIR",
         f"JOB_PREFIX={q(job_name_safe(plan_name))}",
         'SBATCH="${SBATCH:-sbatch}"',
@@ -207,9 +217,8 @@ def local_chain_script(
     lines = _header("run every phase in order on this node with torchrun", ctxs[0].plan.name)
     lines += [
         'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
-        'COMPILED="$HERE"',
         'export SCALEPLAN_DIR="$HERE"',
-        *_run_dir_lines(default_run_dir),
+        *_run_dir_lines(default_run_dir, base="HERE"),
         "export RUN_DIR",
     ]
     for c, d in zip(ctxs, phase_dirs, strict=True):
