@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
 from scaleplan.specs.errors import SpecError
 
 from .simulate_inputs import RUN_FILE_HELP, SimulationInput
@@ -171,24 +172,12 @@ def simulation_inputs(spec_file: str | None, opts: dict[str, Any]) -> list[Simul
 
     layout = {k: opts[k] for k in LAYOUT_FLAGS if opts.get(k) is not None}
     if spec_file is not None:
-        inputs = inputs_from_file(spec_file)
-        overrides = layout or any(
-            opts.get(k) is not None for k in ("model", "gpu", "gpus", "seq_len")
-        )
-        if overrides and len(inputs) > 1:
-            raise SpecError("flags cannot override a plan file; edit the plan", source=spec_file)
-        if not overrides:
-            return inputs
-        base = inputs[0]
-        merged = base.layout.model_dump(exclude_defaults=True) | layout
-        if "dp" not in layout and ({"tp", "pp", "cp"} & set(layout) or opts.get("gpus")):
-            merged.pop("dp", None)  # re-derive dp from the (new) GPU count
-        model = resolve_model(opts["model"]) if opts.get("model") else base.model
-        gpu = opts.get("gpu") or base.cluster.gpu.name
-        gpus = opts.get("gpus") or (None if "dp" not in merged else base.cluster.num_gpus)
-        return [
-            build_input(base.name, model, gpu, gpus, merged, opts.get("seq_len") or base.seq_length)
-        ]
+        top = {"model": opts.get("model"), "gpu": opts.get("gpu"), "gpus": opts.get("gpus"),
+               "seq_length": opts.get("seq_len")}  # fmt: skip
+        overrides = {k: v for k, v in top.items() if v is not None}
+        if layout:
+            overrides["layout"] = layout
+        return inputs_from_file(spec_file, overrides or None)
     for key, flag in (("model", "--model"), ("gpu", "--gpu")):
         if not opts.get(key):
             raise SpecError(f"missing {flag} (or give a run/plan file)", field=key)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+
 from scaleplan.specs.errors import SpecError
 from scaleplan.specs.hardware import ClusterSpec, get_gpu, make_cluster
 from scaleplan.specs.layout import LayoutSpec, validate_layout
@@ -135,16 +136,24 @@ def build_input(
     return SimulationInput(name=name, model=model, cluster=cluster, layout=lay, seq_length=seq)
 
 
-def inputs_from_file(path: str) -> list[SimulationInput]:
-    """A run file (one input) or a plan file (one input per phase)."""
+def inputs_from_file(path: str, overrides: dict[str, Any] | None = None) -> list[SimulationInput]:
+    """A run file (one input) or a plan file (one input per phase).
+
+    `overrides` (flags) replace a run file's top-level keys (`model`, `gpu`, `gpus`,
+    `seq_length`) and its `layout` keys; dp is re-derived when tp/pp/cp or gpus change.
+    """
     data = read_document(path)
     if "phases" in data:
+        if overrides:
+            raise SpecError("flags cannot override a plan file; edit the plan", source=path)
         return inputs_from_plan(data, path)
     unknown = sorted(set(data) - set(RUN_FILE_KEYS))
     if unknown:
         raise SpecError(
             f"unknown field (known: {', '.join(RUN_FILE_KEYS)})", field=unknown[0], source=path
         )
+    if overrides:
+        data = _apply_overrides(data, overrides)
     for key in ("model", "gpu", "layout"):
         if key not in data:
             raise SpecError("required field is missing", field=key, source=path)
@@ -156,11 +165,23 @@ def inputs_from_file(path: str) -> list[SimulationInput]:
     except SpecError as err:
         raise err.with_source(path) from None
     name = str(data.get("name") or Path(path).stem)
-    return [
-        build_input(
-            name, model, data["gpu"], data.get("gpus"), layout, data.get("seq_length"), path
-        )
-    ]
+    gpus, seq = data.get("gpus"), data.get("seq_length")
+    return [build_input(name, model, data["gpu"], gpus, layout, seq, path)]
+
+
+def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    layout_over = dict(overrides.get("layout") or {})
+    for key in ("model", "gpu", "gpus", "seq_length"):
+        if overrides.get(key) is not None:
+            out[key] = overrides[key]
+    layout = dict(out.get("layout") or {}) if isinstance(out.get("layout"), dict) else {}
+    reshaped = bool({"tp", "pp", "cp"} & set(layout_over)) and out.get("gpus") is not None
+    if "dp" not in layout_over and (reshaped or overrides.get("gpus") is not None):
+        layout.pop("dp", None)  # re-derive dp from the GPU count
+    layout.update(layout_over)
+    out["layout"] = layout
+    return out
 
 
 def inputs_from_plan(data: dict[str, Any], path: str) -> list[SimulationInput]:
