@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, overload
 
 import numpy as np
+
 from scaleplan.specs.layout import RECOMPUTE_CODES
 from scaleplan.specs.model import ModelSpec
 

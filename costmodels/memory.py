@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
+
 from scaleplan.specs.layout import PRECISION_CODES, LayoutSpec
 from scaleplan.specs.model import ModelSpec
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from scaleplan.specs.layout import RECOMPUTE_CODES
 from scaleplan.specs.model import ModelSpec
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import ModelSpec
 
@@ -58,13 +59,19 @@ def layers_on_rank(
     """(dense-FFN layers, MoE layers) on pipeline rank `rank`, per layout."""
     if model.moe is None:  # every rank holds L/pp layers, all dense
         return (model.num_layers // pp).astype(np.float64), np.zeros(pp.shape, dtype=np.float64)
-    chunk_layers = np.maximum(model.num_layers // (pp * vp), 1)
+    # a search batch has few distinct (pp, vp, rank) triples: count layers once per triple
+    base = int(max(np.max(pp), np.max(vp), np.max(rank), model.num_layers)) + 1
+    keys = (np.asarray(pp, dtype=np.int64) * base + vp) * base + rank
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    u_pp, u_vp, u_rank = uniq // (base * base), (uniq // base) % base, uniq % base
+    chunk_layers = np.maximum(model.num_layers // (u_pp * u_vp), 1)
     idx = np.arange(model.num_layers)[:, None]
-    on_rank = (idx // chunk_layers[None, :]) % pp[None, :] == rank[None, :]
+    on_rank = (idx // chunk_layers[None, :]) % u_pp[None, :] == u_rank[None, :]
     moe = moe_layer_mask(model)[:, None]
-    n_moe = (on_rank & moe).sum(axis=0)
-    n_dense = (on_rank & ~moe).sum(axis=0)
-    return n_dense.astype(np.float64), n_moe.astype(np.float64)
+    n_moe = (on_rank & moe).sum(axis=0).astype(np.float64)
+    n_dense = (on_rank & ~moe).sum(axis=0).astype(np.float64)
+    inverse = inverse.reshape(-1)
+    return n_dense[inverse], n_moe[inverse]
 
 
 def _mlp_params_rank(model: ModelSpec, ffn: float, shards: np.ndarray) -> np.ndarray:

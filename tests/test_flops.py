@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from scaleplan.costmodels import flops
 from scaleplan.specs.model import ModelSpec, get_model
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from scaleplan.costmodels.batch import LayoutBatch
 from scaleplan.costmodels.memory import (
     COMPONENTS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from scaleplan.costmodels.memory import params_per_rank
 from scaleplan.costmodels.memory_params import padded_vocab
 from scaleplan.specs.layout import LayoutSpec

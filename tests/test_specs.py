@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from scaleplan.costmodels.batch import LayoutBatch
 from scaleplan.specs.errors import SpecError
 from scaleplan.specs.hardware import get_gpu, make_cluster
