@@ -156,6 +156,9 @@ def rank_params(
 def params_per_rank(
     model: ModelSpec, layout: LayoutSpec, stage: str, vocab_divisible_by: int = 1
 ) -> int:
-    """Parameters held by one GPU of pipeline stage `stage` ("first", "middle", "last")."""
+    """Parameters held by one GPU of pipeline stage `stage` ("first", "middle", "last", or
+    "max": the most loaded of the three)."""
+    if stage == "max":
+        return max(params_per_rank(model, layout, s, vocab_divisible_by) for s in STAGES)
     got = rank_params(model, LayoutBatch.from_specs([layout]), stage, vocab_divisible_by)
     return int(round(float(got.total[0])))

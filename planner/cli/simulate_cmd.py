@@ -231,6 +231,11 @@ def simulate(spec_file: str | None, as_json: bool, **opts: Any) -> None:
 
     Give flags (--model --gpu --gpus --tp ... --global-batch), or SPEC_FILE: a run file
     (YAML/JSON) or a plan file; flags override a run file's values.
+
+    --json keys: params_total, params_active, flops_per_token_model (MFU numerator),
+    flops_per_token_hardware (with recompute), flops_forward_by_op, memory_bytes (component ->
+    bytes, with total; worst pipeline stage), memory_bytes_by_stage, hbm_bytes, fits, layout.
+    A plan file gives {"plan": name, "phases": [one such object per phase]}.
     """
     inputs = simulation_inputs(spec_file, opts)
     results = [simulate_result(inp) for inp in inputs]
