@@ -309,6 +309,7 @@ def plan(budget: BudgetSpec, *, progress: Progress | None = None) -> Plan:
     model reaches the lowest predicted loss is kept (ties within 0.1 %: shortest wall time)."""
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
+    get_gpu(budget.gpu, field="gpu")  # an unknown GPU fails before any work
     law = _law(budget)
     candidates: list[_Candidate] = []
     failures: list[str] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Spec
 
@@ -27,7 +27,9 @@ class DataSource(Spec):
 
 
 class DataBudget(Spec):
-    max_unique_tokens: float | None = Field(default=None, gt=0, description="unique tokens available")
+    max_unique_tokens: float | None = Field(
+        default=None, gt=0, description="unique tokens available"
+    )
     seq_length: int = Field(default=4096, gt=0)
     vocab_size: int = Field(default=128256, gt=0)
     max_epochs: float = Field(
@@ -67,8 +69,13 @@ class LawChoice(Spec):
 
 
 class AnnealPhase(Spec):
-    fraction: float = Field(default=0.1, gt=0, lt=1, description="of pretraining tokens (WSD decay)")
-    mix: tuple[DataSource, ...] = (DataSource(name="hq", weight=0.7), DataSource(name="web", weight=0.3))
+    fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="of pretraining tokens (WSD decay)"
+    )
+    mix: tuple[DataSource, ...] = (
+        DataSource(name="hq", weight=0.7),
+        DataSource(name="web", weight=0.3),
+    )
 
 
 class LongContextPhase(Spec):
@@ -128,11 +135,16 @@ class BudgetSpec(Spec):
     phases: PhasesWanted = PhasesWanted()
     goodput: float = Field(default=0.9, gt=0, le=1, description="fraction of wall time training")
 
+    @field_validator("gpus")
+    @classmethod
+    def _positive_counts(cls, value: int | tuple[int, ...]) -> int | tuple[int, ...]:
+        counts = value if isinstance(value, tuple) else (value,)
+        if not counts or any(c <= 0 for c in counts):
+            raise ValueError("must be a positive GPU count, or a list of them (e.g. 8 or [8, 16])")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> BudgetSpec:
-        counts = self.gpus if isinstance(self.gpus, tuple) else (self.gpus,)
-        if not counts or any(c <= 0 for c in counts):
-            raise ValueError("gpus must be positive (a count or a list of counts)")
         if self.hours is None and self.dollars is None:
             raise ValueError("give hours, dollars, or both")
         return self

@@ -1,0 +1,157 @@
+"""`scaleplan plan`: the JSON contract, the plan file, bad budgets (exit 2, one line, nothing
+written)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scaleplan.planner.cli import main
+from scaleplan.specs.plan import Plan
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "specs" / "examples"
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _budget_file(tmp_path: Path, **overrides: object) -> Path:
+    doc: dict[str, object] = {
+        "name": "t",
+        "gpu": "H100",
+        "gpus": 8,
+        "hours": 24,
+        "data": {"seq_length": 2048, "vocab_size": 32000, "max_unique_tokens": 1e12},
+    }
+    doc.update(overrides)
+    path = tmp_path / "budget.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_json_has_the_contract_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["plan", str(EXAMPLES / "h100x8-week.yaml"), "--json"], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["model"]["params_total"] > 1e9
+    assert doc["tokens"] > 0
+    assert doc["search"]["layouts_evaluated"] > 1000 and doc["search"]["seconds"] > 0
+    names = [p["name"] for p in doc["phases"]]
+    assert names[:2] == ["pretrain", "anneal"] and "sft" in names and "dpo" in names
+    for phase in doc["phases"]:
+        for key in ("name", "layout", "tokens", "steps", "time_s", "cost_usd", "mfu"):
+            assert key in phase, key
+        assert (
+            phase["layout"]["tp"]
+            * phase["layout"]["pp"]
+            * phase["layout"]["cp"]
+            * phase["layout"]["dp"]
+            == phase["num_gpus"]
+        )
+
+
+def test_out_writes_a_plan_file_that_round_trips(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sub" / "plan.json"
+    code, stdout, _ = _run(["plan", str(EXAMPLES / "moe.yaml"), "--out", str(out)], capsys)
+    assert code == 0, stdout
+    text = out.read_text()
+    plan = Plan.model_validate_json(text)
+    assert plan.model.moe is not None and plan.model.moe.num_experts == 64
+    assert Plan.model_validate_json(plan.model_dump_json()) == plan
+    assert "phases" in stdout and "pretrain" in stdout  # the rich summary
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"gpus": 0}, "gpus", "must be a positive GPU count"),
+        ({"gpus": [8, -16]}, "gpus", "must be a positive GPU count"),
+        ({"hours": -5}, "hours", "greater than 0"),
+        ({"gpu": "Z100"}, "gpu", "unknown GPU 'Z100'"),
+        ({"gpus": 12}, "gpus", "whole number of nodes"),
+        (
+            {"data": {"max_unique_tokens": 1e6, "seq_length": 2048}},
+            "data.max_unique_tokens",
+            "Raise data.max_unique_tokens",
+        ),
+        ({"target": {"kind": "fixed-size", "params": 4e11}}, "gpus", "use more GPUs"),
+        (
+            {"phases": {"post_training_gpus": 64, "sft": {"examples": 10}}},
+            "phases.post_training_gpus",
+            "lower it",
+        ),
+        ({"hours": None}, "", "give hours, dollars, or both"),
+    ],
+)
+def test_bad_budgets_exit_2_with_a_fix(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    overrides: dict[str, object],
+    field: str,
+    words: str,
+) -> None:
+    budget = _budget_file(tmp_path, **overrides)
+    out = tmp_path / "plan.json"
+    code, stdout, err = _run(["plan", str(budget), "--out", str(out), "--json"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {budget}"), err
+    assert words in lines[0]
+    if field:
+        assert f": {field}: " in lines[0]
+    assert "Traceback" not in err and not out.exists() and stdout == ""
+
+
+def test_missing_budget_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _run(["plan", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and "file not found" in err
+
+
+def test_report_unavailable_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scaleplan.planner.cli import plan_cmd
+
+    monkeypatch.setattr(plan_cmd, "_report_writer", lambda: None)
+    out = tmp_path / "plan.json"
+    code, _, err = _run(
+        [
+            "plan",
+            str(EXAMPLES / "h100x8-week.yaml"),
+            "--out",
+            str(out),
+            "--report",
+            str(tmp_path / "rep"),
+        ],
+        capsys,
+    )
+    assert code == 2 and "not available" in err and not out.exists()
+
+
+def test_report_is_written_when_the_module_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scaleplan.planner.cli import plan_cmd
+
+    calls: list[tuple[object, Path]] = []
+    monkeypatch.setattr(
+        plan_cmd,
+        "_report_writer",
+        lambda: lambda plan, where, fit_path=None: calls.append((plan, where)),
+    )
+    code, _, _ = _run(
+        ["plan", str(EXAMPLES / "h100x8-week.yaml"), "--report", str(tmp_path / "r")], capsys
+    )
+    assert code == 0 and len(calls) == 1 and isinstance(calls[0][0], Plan)

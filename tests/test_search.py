@@ -1,0 +1,205 @@
+"""Layout search: returned layouts are valid and fit; the vectorized best equals brute force."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scaleplan.costmodels.batch import LayoutBatch
+from scaleplan.costmodels.memory import memory_breakdown
+from scaleplan.costmodels.step import estimate_step_batch
+from scaleplan.planner.architecture import build_model
+from scaleplan.planner.search import (
+    MAX_BATCH_FACTOR,
+    OPTIMIZER_MODES,
+    NoLayoutFits,
+    SearchSpace,
+    candidate_grid,
+    round_global_batch,
+    search_layouts,
+)
+from scaleplan.specs.errors import SpecError
+from scaleplan.specs.hardware import make_cluster
+from scaleplan.specs.layout import LayoutSpec, validate_layout
+from scaleplan.specs.model import ModelSpec, get_model
+
+
+def _brute_force(
+    model: ModelSpec, cluster, seq: int, target: float, space: SearchSpace
+) -> tuple[float, LayoutSpec | None]:
+    """Plain loop over LayoutSpec: rules, planner policies, memory, then the step time of a batch
+    of one. Returns the best seconds per token."""
+    best: tuple[float, LayoutSpec | None] = (math.inf, None)
+    gpus = cluster.num_gpus
+    for tp, pp, vp, cp, ep, sp, opt, mb, rc in itertools.product(
+        space.tp,
+        space.pp,
+        space.vp,
+        space.cp,
+        space.ep,
+        space.sequence_parallel,
+        space.optimizer,
+        space.micro_batch,
+        space.recompute,
+    ):
+        if gpus % (tp * pp * cp):
+            continue
+        dp = gpus // (tp * pp * cp)
+        gb = round_global_batch(target, dp, mb, pp, vp)
+        zero, dist = OPTIMIZER_MODES[opt]
+        layout = LayoutSpec(
+            tp=tp,
+            pp=pp,
+            vp=vp,
+            cp=cp,
+            dp=dp,
+            ep=ep,
+            sequence_parallel=bool(sp),
+            zero_stage=zero,
+            distributed_optimizer=bool(dist),
+            micro_batch=mb,
+            global_batch=gb,
+            recompute=rc,
+        )
+        try:
+            validate_layout(layout, model, num_gpus=gpus, seq_length=seq)
+        except SpecError:
+            continue
+        if tp > cluster.nvlink_domain_size or gb > MAX_BATCH_FACTOR * target:
+            continue
+        if memory_breakdown(model, layout, seq)["total"] > cluster.gpu.hbm_bytes:
+            continue
+        step = estimate_step_batch(model, cluster, LayoutBatch.from_specs([layout]), seq)
+        sec_per_token = float(step.step_time_s[0]) / (gb * seq)
+        if sec_per_token < best[0]:
+            best = (sec_per_token, layout)
+    return best
+
+
+MODELS = [
+    build_model(1024, 8, vocab_size=32000, seq_length=2048),
+    build_model(2048, 16, vocab_size=32000, seq_length=2048),
+    build_model(4096, 32, vocab_size=128256, seq_length=4096),
+]
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    model_i=st.integers(0, len(MODELS) - 1),
+    gpus=st.sampled_from([8, 16, 32, 64]),
+    target=st.sampled_from([16.0, 64.0, 256.0]),
+    tp=st.sets(st.sampled_from([1, 2, 4, 8, 16]), min_size=1),
+    pp=st.sets(st.sampled_from([1, 2, 4]), min_size=1),
+    micro=st.sets(st.sampled_from([1, 2, 4]), min_size=1),
+    rec=st.sets(st.sampled_from(["none", "selective", "full"]), min_size=1),
+)
+def test_vectorized_best_equals_brute_force(model_i, gpus, target, tp, pp, micro, rec) -> None:
+    model = MODELS[model_i]
+    seq = model.seq_length
+    cluster = make_cluster("H100", gpus)
+    space = SearchSpace(
+        tp=tuple(sorted(tp)),
+        pp=tuple(sorted(pp)),
+        vp=(1, 2),
+        cp=(1, 2),
+        micro_batch=tuple(sorted(micro)),
+        recompute=tuple(sorted(rec)),
+    )
+    expected, layout = _brute_force(model, cluster, seq, target, space)
+    if layout is None:
+        with pytest.raises(NoLayoutFits):
+            search_layouts(model, cluster, seq, target, space=space)
+        return
+    result = search_layouts(model, cluster, seq, target, space=space)
+    got = result.step["step_time_s"] / (result.best.global_batch * seq)
+    assert got == pytest.approx(expected, rel=1e-9)
+    # and the returned layout obeys every rule and fits by the memory model
+    validate_layout(result.best, model, num_gpus=gpus, seq_length=seq)
+    assert memory_breakdown(model, result.best, seq)["total"] <= cluster.gpu.hbm_bytes
+    assert result.layouts_evaluated == space.size((gpus,))
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    gpus=st.sampled_from([8, 64, 512, 4096]),
+    n_i=st.integers(0, 2),
+    target=st.floats(min_value=32, max_value=4096),
+)
+def test_every_returned_layout_is_valid_and_fits(gpus: int, n_i: int, target: float) -> None:
+    model = [get_model("llama3-8b"), get_model("llama3-70b"), MODELS[1]][n_i]
+    cluster = make_cluster("H100", gpus)
+    try:
+        result = search_layouts(model, cluster, 8192, target)
+    except NoLayoutFits as err:
+        assert err.rejected  # a no-fit always explains itself
+        return
+    validate_layout(result.best, model, num_gpus=gpus, seq_length=8192)
+    assert result.memory_bytes <= cluster.gpu.hbm_bytes
+    assert memory_breakdown(model, result.best, 8192)["total"] == pytest.approx(result.memory_bytes)
+    assert result.best.global_batch <= MAX_BATCH_FACTOR * target
+    for entry in result.pareto:  # every Pareto layout fits too
+        assert entry["headroom_gib"] >= 0
+
+
+def test_pareto_front_is_non_dominated_and_contains_the_best() -> None:
+    model = get_model("llama3-8b")
+    result = search_layouts(model, make_cluster("H100", 64), 8192, 512, gpu_counts=(32, 64))
+    front = result.pareto
+    assert front and front[0]["tokens_per_s"] == pytest.approx(
+        result.best.global_batch * 8192 / result.step["step_time_s"]
+    )
+    for a in front:
+        for b in front:
+            dominated = (
+                b["tokens_per_s"] >= a["tokens_per_s"]
+                and b["usd_per_million_tokens"] <= a["usd_per_million_tokens"]
+                and b["headroom_gib"] >= a["headroom_gib"]
+                and a is not b
+                and (b["tokens_per_s"], b["usd_per_million_tokens"], b["headroom_gib"])
+                != (a["tokens_per_s"], a["usd_per_million_tokens"], a["headroom_gib"])
+            )
+            assert not dominated, (a, b)
+    assert {e["num_gpus"] for e in front} <= {32, 64}
+
+
+def test_rejected_families_name_nvlink_and_memory_with_numbers() -> None:
+    model = get_model("llama3-70b")
+    result = search_layouts(model, make_cluster("H100", 32), 8192, 256)
+    reasons = {r["family"]: r for r in result.rejected}
+    assert "crosses the NVLink domain of 8 GPUs" in reasons["TP=16"]["reason"]
+    oom = [r for r in result.rejected if r["rule"] == "out of memory"]
+    assert oom and all(r["closest_miss_gib"] > 0 for r in oom)
+    assert all("GiB" in r["reason"] for r in oom)
+    assert (
+        sum(result.rejected_by_rule.values()) + result.layouts_feasible == result.layouts_evaluated
+    )
+
+
+def test_no_layout_fits_explains_itself() -> None:
+    with pytest.raises(NoLayoutFits) as info:
+        search_layouts(get_model("llama3-405b"), make_cluster("H100", 8), 8192, 64)
+    assert "out of memory by" in str(info.value)
+
+
+def test_round_global_batch_vectorized_matches_scalar() -> None:
+    dp = np.array([1, 8, 64, 3])
+    mb = np.array([1, 2, 4, 1])
+    pp = np.array([1, 4, 2, 2])
+    vp = np.array([1, 2, 1, 2])
+    vec = round_global_batch(100.0, dp, mb, pp, vp)
+    for i in range(4):
+        assert vec[i] == round_global_batch(100.0, int(dp[i]), int(mb[i]), int(pp[i]), int(vp[i]))
+        assert vec[i] % (dp[i] * mb[i]) == 0
+    assert (vec[vp > 1] // (dp * mb)[vp > 1] % pp[vp > 1] == 0).all()
+
+
+def test_candidate_grid_covers_the_space() -> None:
+    space = SearchSpace(tp=(1, 2), pp=(1, 2), vp=(1,), cp=(1,), micro_batch=(1, 2))
+    cand, gpus = candidate_grid(space, (8, 16), 64.0)
+    assert len(cand) == space.size((8, 16)) == len(gpus)
+    assert set(np.unique(cand.tp)) == {1, 2} and set(np.unique(gpus)) == {8, 16}
