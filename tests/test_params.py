@@ -148,3 +148,85 @@ def test_mla_and_moe_router_are_counted() -> None:
     router = 64 * 4  # per MoE layer, replicated over TP
     assert moe.params_total - moe.params_active == 2 * 2 * moe.mlp_params(32)
     assert moe.moe_layer_ffn_params == router + 5 * moe.mlp_params(32)
+
+
+MCORE_SCRIPT = r"""
+import json, os, sys
+import torch
+os.environ["MASTER_ADDR"] = "127.0.0.1"
+os.environ["MASTER_PORT"] = sys.argv[1]
+torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+from megatron.core import parallel_state
+parallel_state.initialize_model_parallel(1, 1)
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.models.gpt.gpt_model import GPTModel
+from megatron.core.transformer.transformer_config import TransformerConfig
+counts = []
+for m in json.loads(sys.stdin.read()):
+    moe = m.get("moe") or {}
+    shared = moe.get("num_shared_experts", 0) * moe.get("expert_ffn_hidden_size", 0)
+    cfg = TransformerConfig(
+        num_layers=m["num_layers"], hidden_size=m["hidden_size"], num_attention_heads=m["num_heads"],
+        num_query_groups=m["num_kv_heads"] or m["num_heads"], ffn_hidden_size=m["ffn_hidden_size"],
+        gated_linear_unit=m["activation"] == "swiglu", add_bias_linear=m["bias"],
+        normalization="RMSNorm" if m["norm"] == "rmsnorm" else "LayerNorm", use_cpu_initialization=True,
+        num_moe_experts=moe.get("num_experts"), moe_ffn_hidden_size=moe.get("expert_ffn_hidden_size"),
+        moe_router_topk=moe.get("top_k", 2), moe_shared_expert_intermediate_size=shared or None,
+    )
+    spec = get_gpt_layer_local_spec(num_experts=cfg.num_moe_experts, normalization=cfg.normalization)
+    model = GPTModel(
+        cfg, spec, vocab_size=m["vocab_size"], max_sequence_length=m["seq_length"],
+        position_embedding_type="rope" if m["position_embedding"] == "rope" else "learned_absolute",
+        share_embeddings_and_output_weights=m["tied_embeddings"],
+    )
+    counts.append(sum(p.numel() for p in model.parameters()))
+print(json.dumps(counts))
+"""
+
+
+@pytest.mark.slow
+def test_counts_match_megatron_core_gpt_model() -> None:
+    """Megatron-Core 0.16 GPTModel (local spec, CPU init, tp=pp=1) holds exactly our count."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("megatron.core")
+    tiny = dict(
+        num_layers=2,
+        hidden_size=64,
+        num_heads=4,
+        ffn_hidden_size=128,
+        vocab_size=512,
+        seq_length=64,
+    )
+    models = [
+        ModelSpec(**tiny, num_kv_heads=2),
+        ModelSpec(
+            **{**tiny, "vocab_size": 500},
+            activation="gelu",
+            norm="layernorm",
+            bias=True,
+            position_embedding="learned",
+            tied_embeddings=True,
+        ),  # fmt: skip
+        ModelSpec(
+            **tiny, num_kv_heads=2, moe=MoESpec(num_experts=4, top_k=2, expert_ffn_hidden_size=32)
+        ),
+        ModelSpec(
+            **tiny,
+            moe=MoESpec(num_experts=4, top_k=2, expert_ffn_hidden_size=32, num_shared_experts=1),
+        ),
+    ]
+    payload = json.dumps([m.model_dump(mode="json") for m in models])
+    done = subprocess.run(
+        [sys.executable, "-c", MCORE_SCRIPT, "29617"],
+        input=payload,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    for model, count in zip(models, counts, strict=True):
+        assert params_per_rank(model, _layout(), "first") == count == model.params_total
