@@ -24,7 +24,13 @@ from scaleplan.specs.model import ModelSpec
 from scaleplan.specs.plan import PhaseSpec, Plan
 
 from .architecture import architecture_for_params
-from .laws import Law, constrained_optimal, inference_aware_optimal, load_law
+from .laws import (
+    DataConstrainedLaw,
+    Law,
+    constrained_optimal,
+    inference_aware_optimal,
+    load_law,
+)
 from .laws.hyperparams import deepseek_lr_batch, warmup_steps
 from .phases import PhaseContext, post_training, pretrain_and_anneal
 from .search import NoLayoutFits, SearchResult, search_layouts
@@ -244,7 +250,7 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
     steps = max(1, math.ceil(tokens / (result.best.global_batch * seq)))
     warm = warmup_steps(steps, n, result.best.global_batch * seq)
     phases = pretrain_and_anneal(ctx, result, tokens, warm) + post
-    loss = float(law.loss(n, tokens))
+    loss = _predicted_loss(law, n, tokens, budget.data.max_unique_tokens)
     wall_s = sum(p.time_s for p in phases) / budget.goodput
     plan = Plan(
         name=budget.name,
@@ -263,6 +269,9 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
             if budget.data.max_unique_tokens
             else 1.0,
             "target": budget.target.kind,
+            "n_law": n_law,
+            "d_law": d_law,
+            "epochs_law": epochs,
             "peak_lr_law": state["lr"],
             "batch_tokens_law": state["batch_tokens"],
             "lr_rule": "DeepSeek LLM 2024 Formula 1; sqrt batch rescale (Malladi et al. 2022)",
@@ -284,6 +293,13 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
         ),
     )
     return _Candidate(plan, loss, wall_s)
+
+
+def _predicted_loss(law: Law, n: float, tokens: float, unique: float | None) -> float:
+    """The law's loss; a data-constrained law also sees the unique tokens (repetition)."""
+    if isinstance(law, DataConstrainedLaw) and unique:
+        return float(law.loss(n, tokens, unique_tokens=unique))
+    return float(law.loss(n, tokens))
 
 
 def _max_tokens(budget: BudgetSpec) -> float:
