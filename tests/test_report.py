@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from factories import tiny_plan
+
 from scaleplan.planner.cli import main
 from scaleplan.planner.report import build_report, draw_figures, write_report
 from scaleplan.planner.report.figures import ReportFigure

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from scaleplan.specs.errors import SpecError
 
 from . import style
@@ -93,13 +94,19 @@ def law_view(ctx: ReportContext) -> LawView:
             _bootstrap_laws(doc, law),
         )
     info = ctx.plan.law
+    budget_law = ctx.plan.budget.law if ctx.plan.budget is not None else None
+    preset = info.get("preset") or (
+        budget_law.preset if budget_law and not budget_law.fit else None
+    )
     if isinstance(info.get("form"), str) and isinstance(info.get("params"), dict):
         try:
             law = law_from_dict(info)
         except SpecError as exc:
             raise Unavailable(f"the plan's law could not be rebuilt ({exc.message})") from None
-        return LawView(law, f"{info.get('preset') or info.get('source') or law.name}")
-    preset = info.get("preset")
+        origin = (
+            f"preset {preset}" if isinstance(preset, str) else str(info.get("source") or law.name)
+        )
+        return LawView(law, origin)
     if isinstance(preset, str):
         try:
             return LawView(get_preset(preset), f"preset {preset}")
@@ -112,14 +119,10 @@ def law_view(ctx: ReportContext) -> LawView:
 
 def chosen_nd(ctx: ReportContext) -> tuple[float, float]:
     """The plan's (N, D): parameters the law was applied to, and pretraining tokens."""
-    fp = ctx.plan.fixed_point
     model = ctx.plan.model
-    n = (
-        fp.get("N")
-        or fp.get("params")
-        or (model.params_active if model.is_moe else model.params_total)
-    )
-    d = fp.get("D") or fp.get("tokens") or ctx.plan.tokens
+    law = ctx.plan.law
+    n = law.get("n_params") or (model.params_active if model.is_moe else model.params_total)
+    d = law.get("tokens") or ctx.plan.tokens
     if not d:
         raise Unavailable(
             "the plan has no pretraining tokens, so there is no (N, D) to place on the law"
@@ -188,7 +191,7 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     groups = _isoflop_groups(pts["flops"]) if has_points and "N" in pts else []
     isoflop = bool(groups) and (view.method or "").lower() in ("approach2", "isoflop", "approach-2")
 
-    fig, (ax_l, ax_r) = style.figure(2)
+    fig, (ax_l, ax_r) = style.figure(2, margins={"wspace": 0.32})
     described: list[str] = []
 
     # Left panel: loss
@@ -252,7 +255,7 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
                 lw=1.2,
                 label=f"law at plan's C = {c_chosen:.2g}",
             )
-        ax_l.set_xscale("log")
+        style.log_scale(ax_l, "x")
         ax_l.set_xlabel("parameters N")
         ax_l.set_title("IsoFLOP curves")
         if _has_loss(law):
@@ -316,7 +319,7 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
             described.append(
                 "Left: this law gives no loss model, so only the fitted runs are shown."
             )
-        ax_l.set_xscale("log")
+        style.log_scale(ax_l, "x")
         ax_l.set_xlabel("training compute C (FLOPs)")
         ax_l.set_title("Loss on the compute-optimal frontier")
     ax_l.set_ylabel("loss (nats/token)")
@@ -365,8 +368,8 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         zorder=10,
         label=f"plan: D = {style.human(d_chosen)}",
     )
-    ax_r.set_xscale("log")
-    ax_r.set_yscale("log")
+    style.log_scale(ax_r, "x")
+    style.log_scale(ax_r, "y")
     ax_r.set_xlabel("training compute C (FLOPs)")
     ax_r.set_ylabel("parameters / tokens")
     ax_r.set_title("Compute-optimal N and D")

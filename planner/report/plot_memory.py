@@ -56,7 +56,9 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         raise Unavailable("the memory model returned no components for this layout")
     hbm_gib = ctx.plan.cluster.gpu.hbm_bytes / GIB
 
-    fig, ax = style.figure(1, width_in=9.0, height_in=4.8)
+    fig, ax = style.figure(
+        1, height_in=4.8, margins={"left": 0.07, "right": 0.74, "top": 0.91, "bottom": 0.13}
+    )
     x = np.arange(len(stages))
     bottom = np.zeros(len(stages))
     palette = [
@@ -65,13 +67,18 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     ]
     for i, name in enumerate(names):
         vals = np.array([s.get(name, 0.0) for s in per_stage]) / GIB
+        span = (
+            f"{vals.min():.2f}–{vals.max():.2f}"
+            if len(vals) > 1 and vals.max() - vals.min() > 0.005
+            else f"{vals.max():.2f}"
+        )
         ax.bar(
             x,
             vals,
             bottom=bottom,
             width=0.55,
             color=palette[i % len(palette)],
-            label=_pretty(name),
+            label=f"{_pretty(name)}: {span} GiB",
             edgecolor="white",
             lw=0.5,
         )
@@ -84,10 +91,21 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         hbm_gib, color=style.CHOSEN, ls="--", lw=1.5, label=f"HBM capacity {hbm_gib:.1f} GiB"
     )
     ax.set_xticks(x, [f"{kind} stage\n(stage {idx} of {layout.pp})" for kind, idx in stages])
+    ax.set_xlim(-0.9, len(stages) - 0.1)
     ax.set_ylabel("memory per GPU (GiB)")
     ax.set_ylim(0, max(hbm_gib, float(bottom.max())) * 1.15)
     ax.grid(axis="x", visible=False)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+    handles, labels = ax.get_legend_handles_labels()
+    # the HBM line first, then the components top-down, in the order they are stacked
+    order = [labels.index(next(lab for lab in labels if lab.startswith("HBM")))] + [
+        i for i in reversed(range(len(labels))) if not labels[i].startswith("HBM")
+    ]
+    ax.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+    )
     lay = f"TP{layout.tp} PP{layout.pp} CP{layout.cp} DP{layout.dp}" + (
         f" EP{layout.ep}" if layout.ep > 1 else ""
     )

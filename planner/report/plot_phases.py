@@ -29,7 +29,17 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     scale, unit = _time_unit(seconds)
     colors = [style.PHASE_COLORS.get(n, style.COLORS["grey"]) for n in names]
 
-    fig, (ax_t, ax_d) = style.figure(2, height_in=max(2.6, 0.55 * len(names) + 1.6))
+    height_in = max(2.6, 0.55 * len(names) + 1.3)
+    fig, (ax_t, ax_d) = style.figure(
+        2,
+        height_in=height_in,
+        margins={
+            "left": 0.11,
+            "wspace": 0.1,
+            "top": 1 - 0.4 / height_in,
+            "bottom": 0.55 / height_in,
+        },
+    )
     y = list(range(len(names)))
     ax_t.barh(y, [s / scale for s in seconds], color=colors)
     ax_d.barh(y, dollars, color=colors)
@@ -43,14 +53,20 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     ax_d.set_title(f"Cost (total {style.dollars(total_usd)})")
     ax_d.set_xlabel("cost (USD)")
     ax_d.set_yticklabels([])
-    for ax, values, fmt in (
-        (ax_t, [s / scale for s in seconds], lambda v: f"{v:.3g}"),
-        (ax_d, dollars, style.dollars),
-    ):
+    labels = [
+        (ax_t, [v / scale for v in seconds], [style.duration(v) for v in seconds]),
+        (ax_d, dollars, [style.dollars(v) for v in dollars]),
+    ]
+    for ax, values, texts in labels:
         top = max(values, default=0.0) or 1.0
-        ax.set_xlim(0, top * 1.22)
-        for yi, v in zip(y, values, strict=True):
-            ax.text(v + top * 0.01, yi, fmt(v), va="center", fontsize=9)
+        ax.set_xlim(0, top * 1.25)
+        for yi, v, text in zip(y, values, texts, strict=True):
+            ax.text(v + top * 0.01, yi, text, va="center", fontsize=9)
+    from matplotlib.ticker import FuncFormatter
+
+    ax_d.xaxis.set_major_formatter(
+        FuncFormatter(lambda v, _pos: style.dollars(v) if v > 0 else "0")
+    )
     share = (
         [f"{n} {100 * d / total_usd:.0f} %" for n, d in zip(names, dollars, strict=True)]
         if total_usd > 0

@@ -89,7 +89,12 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         spans[(int(e.stage), str(e.kind))].append((float(e.start_s) * scale, width))
         busy[str(e.kind)] += width / scale
 
-    fig, ax = style.figure(1, height_in=max(2.8, 0.45 * len(stages) + 1.8))
+    height_in = max(2.8, 0.4 * len(stages) + 1.9)
+    fig, ax = style.figure(
+        1,
+        height_in=height_in,
+        margins={"left": 0.08, "top": 1 - 0.4 / height_in, "bottom": 1.05 / height_in},
+    )
     height = 0.8
     for (stage, kind), bars in sorted(spans.items()):
         ax.broken_barh(
@@ -112,10 +117,10 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     kinds = [
         k for k in ("forward", "backward", "comm", "bubble") if any(key[1] == k for key in spans)
     ]
-    ax.legend(
+    fig.legend(
         handles=[Patch(color=KIND_COLORS[k], label=KIND_LABELS[k]) for k in kinds],
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.18 if len(stages) > 2 else -0.28),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 0.01),
         ncol=len(kinds),
     )
     ax.set_yticks(stages, [f"stage {s}" for s in stages])
