@@ -153,6 +153,7 @@ def _stage_memory(
     stage: str,
     dropout: bool,
     vocab_divisible_by: int,
+    flash_attention: bool,
 ) -> MemoryBatch:
     params = rank_params(model, layouts, stage, vocab_divisible_by)
     dense_shard = (layouts.dp * layouts.cp).astype(np.float64)
@@ -164,7 +165,7 @@ def _stage_memory(
     experts = sum(_state_bytes(params.experts, layouts, expert_shard))
     rank = stage_rank(stage, layouts.pp)
     act = stage_activation_bytes(
-        model, layouts, seq_length, rank, dropout, vocab_divisible_by
+        model, layouts, seq_length, rank, dropout, vocab_divisible_by, flash_attention
     ).total
     comm = _comm_buffer_bytes(model, layouts, seq_length, params)
     margin = FRAMEWORK_FIXED_BYTES + ALLOCATOR_FRAGMENTATION * (act + comm)
@@ -182,18 +183,21 @@ def memory_per_gpu(
     *,
     dropout: bool = False,
     vocab_divisible_by: int = 128,
+    flash_attention: bool = True,
 ) -> MemoryBatch:
     """Bytes per GPU by component for every layout of the batch.
 
     stage: "first", "middle" (rank pp//2), "last", or "max" (per layout, the stage with the
     largest total). `vocab_divisible_by` is Megatron's `make_vocab_size_divisible_by` (default 128).
     `dropout`: count dropout masks (GPT-3 style training); off for Llama-style models.
+    `flash_attention`: fused attention kernels that keep no a·s² scores (the default); False is
+    Korthikanti's unfused attention (pass `profile.attention_score_passes == 0` to follow a
+    cluster's efficiency profile).
     """
+    opts = (dropout, vocab_divisible_by, flash_attention)
     if stage != "max":
-        return _stage_memory(model, layouts, seq_length, stage, dropout, vocab_divisible_by)
-    per_stage = [
-        _stage_memory(model, layouts, seq_length, s, dropout, vocab_divisible_by) for s in STAGES
-    ]
+        return _stage_memory(model, layouts, seq_length, stage, *opts)
+    per_stage = [_stage_memory(model, layouts, seq_length, s, *opts) for s in STAGES]
     worst = np.argmax(np.stack([m.total for m in per_stage]), axis=0)
     picked = {
         f.name: np.choose(worst, [getattr(m, f.name) for m in per_stage])

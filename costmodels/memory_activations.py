@@ -12,6 +12,9 @@ The 34 splits into the terms below; each is generalized to GQA (K and V have kv_
 MLA, SwiGLU (FC1 is 2·ffn wide), MoE (each token's top-k expert copies) and context parallelism
 (s -> s/cp; the attention core is (s/cp)·s per rank). Dropout masks (1 byte per element) count
 only with `dropout=True` (GPT-3/Megatron defaults); Llama-style models train without dropout.
+The a·s² attention core is stored only with unfused attention (`flash_attention=False`, as in
+Korthikanti); fused FlashAttention kernels (the default of Megatron-Core/TE, torchtitan, NeMo)
+keep one fp32 logsumexp per query row and head instead.
 
 In-flight micro-batches (Narayanan et al. 2021 §2.2; Korthikanti §4.2.3): with 1F1B, pipeline
 rank r holds min(pp - r, m) micro-batches; with the interleaved schedule it holds
@@ -34,6 +37,7 @@ from .memory_params import layers_on_rank, padded_vocab
 BF16_BYTES = 2  # activations are kept in bf16/fp16 (Korthikanti §4.1 assumes 2 bytes)
 MASK_BYTES = 1  # dropout masks, one byte per element (Korthikanti §4.1)
 TOKEN_ID_BYTES = 8  # int64 token ids per token (Megatron theoretical_memory_usage: 8·s·b)
+LSE_BYTES = 4  # FlashAttention: one fp32 softmax statistic (logsumexp) per query and head
 LOGIT_BYTES = 4  # fp32 logits kept by the vocab-parallel cross entropy (Megatron: 4·s·b·V)
 
 _NONE, _SELECTIVE, _FULL = (
@@ -60,7 +64,9 @@ def _shape(seq_length: int, layouts: LayoutBatch) -> _Shape:
     return _Shape(sb=sb, s_full=float(seq_length), t=t, rep=rep)
 
 
-def _attention_terms(model: ModelSpec, g: _Shape, dropout: bool) -> tuple[np.ndarray, np.ndarray]:
+def _attention_terms(
+    model: ModelSpec, g: _Shape, dropout: bool, flash_attention: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """(stored bytes without the core, bytes of the a·s² core) of one attention block."""
     h, heads = model.hidden_size, model.num_heads
     if model.attention == "mla":
@@ -84,6 +90,8 @@ def _attention_terms(model: ModelSpec, g: _Shape, dropout: bool) -> tuple[np.nda
     # without dropout only the softmax output is kept.
     core_per_elem = (2 * b + MASK_BYTES) if dropout else b
     core = core_per_elem * heads / g.t * g.sb * g.s_full
+    if flash_attention:  # FlashAttention (Dao et al. 2022, §3.1) keeps only the fp32 logsumexp
+        core = LSE_BYTES * heads / g.t * g.sb  # per query row; dropout masks are regenerated
     return stored, core
 
 
@@ -128,14 +136,16 @@ def layer_activation_bytes(
     recompute: str | None = None,
     moe_layer: bool = False,
     dropout: bool = False,
+    flash_attention: bool = True,
 ) -> np.ndarray:
     """Bytes one transformer layer keeps for one micro-batch, per layout (Korthikanti Table 2).
 
     `recompute` overrides the layouts' own mode ("none", "selective", "full"); full recompute
     keeps only the layer input, as every layer of the stage were recomputed.
+    `flash_attention=False` is Korthikanti's unfused attention, which stores the a·s² scores.
     """
     g = _shape(seq_length, layouts)
-    attn, core = _attention_terms(model, g, dropout)
+    attn, core = _attention_terms(model, g, dropout, flash_attention)
     ffn = _moe_terms(model, g, layouts, dropout) if moe_layer else _mlp_terms(model, g, dropout)
     code = (
         layouts.recompute
@@ -180,6 +190,7 @@ def stage_activation_bytes(
     rank: np.ndarray,
     dropout: bool = False,
     vocab_divisible_by: int = 1,
+    flash_attention: bool = True,
 ) -> ActivationBytes:
     """Peak activation bytes on pipeline rank `rank`, per layout."""
     pp = layouts.pp
@@ -187,10 +198,14 @@ def stage_activation_bytes(
     per_stage = np.maximum(n_dense + n_moe, 1.0)
 
     def per_layer(mode: str | None) -> np.ndarray:
-        dense = layer_activation_bytes(model, layouts, seq_length, mode, False, dropout)
+        dense = layer_activation_bytes(
+            model, layouts, seq_length, mode, False, dropout, flash_attention
+        )
         if model.moe is None:
             return dense
-        moe = layer_activation_bytes(model, layouts, seq_length, mode, True, dropout)
+        moe = layer_activation_bytes(
+            model, layouts, seq_length, mode, True, dropout, flash_attention
+        )
         return (n_dense * dense + n_moe * moe) / per_stage
 
     stored = per_layer(None)

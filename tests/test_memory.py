@@ -58,7 +58,7 @@ def test_per_layer_activations_match_korthikanti_table2(
     ]
     for tp, sp, mode, expected in cases:
         lay = _batch(tp=tp, sequence_parallel=sp, micro_batch=b, global_batch=64 * b)
-        got = layer_activation_bytes(model, lay, s, recompute=mode, dropout=True)
+        got = layer_activation_bytes(model, lay, s, mode, dropout=True, flash_attention=False)
         assert got[0] == pytest.approx(expected, rel=1e-12), (tp, sp, mode)
 
 
@@ -77,9 +77,12 @@ def test_without_dropout_and_with_gqa_swiglu_cp() -> None:
         model, _batch(tp=t, cp=2, sequence_parallel=1, global_batch=8), s, "selective"
     )[0]
     assert cp2 == pytest.approx(got / 2, rel=1e-12)
-    # the attention core: (s/cp) queries against all s keys
-    none = layer_activation_bytes(model, lay, s, "none")[0] - got
-    assert none == pytest.approx(2 * 64 / t * s * s * b, rel=1e-12)
+    # unfused attention keeps the softmax output: (s/cp) queries against all s keys
+    unfused = layer_activation_bytes(model, lay, s, "none", flash_attention=False)[0] - got
+    assert unfused == pytest.approx(2 * 64 / t * s * s * b, rel=1e-12)
+    # FlashAttention keeps one fp32 logsumexp per query row and head
+    fused = layer_activation_bytes(model, lay, s, "none")[0] - got
+    assert fused == pytest.approx(4 * 64 / t * s * b, rel=1e-12)
 
 
 @pytest.mark.parametrize(("pp", "m"), [(4, 64), (8, 8), (8, 3), (1, 16)])
@@ -276,3 +279,14 @@ def test_more_parallelism_never_needs_more_memory(tp: int, pp: int, mb: int, rec
         sequence_parallel=int(tp > 1),
     )
     assert memory_per_gpu(model, bigger_mb, 4096).activations[0] > a.activations[0]
+
+
+def test_fused_attention_makes_selective_recompute_nearly_free_in_memory() -> None:
+    model = get_model("llama3-70b")
+    base = dict(tp=8, pp=4, dp=2, global_batch=512, sequence_parallel=True)
+    none = LayoutSpec(**base, recompute="none")
+    sel = LayoutSpec(**base, recompute="selective")
+    fused = memory_breakdown(model, none, 8192)["activations"]
+    assert fused == pytest.approx(memory_breakdown(model, sel, 8192)["activations"], rel=0.01)
+    unfused = memory_breakdown(model, none, 8192, flash_attention=False)["activations"]
+    assert unfused > 4 * fused  # the 5as/h term dominates at s = 8192

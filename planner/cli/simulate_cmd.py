@@ -17,6 +17,7 @@ import click
 from scaleplan.specs.errors import SpecError
 
 from .simulate_inputs import RUN_FILE_HELP, SimulationInput
+from .simulate_step import add_token_budget, render_explain, render_step, step_section
 
 GIB = 1024**3
 LAYOUT_FLAGS = (
@@ -66,11 +67,15 @@ def _memory_section(inp: SimulationInput, result: dict[str, Any]) -> dict[str, A
     from scaleplan.costmodels.memory import memory_per_gpu, params_per_rank
 
     batch = LayoutBatch.from_specs([inp.layout])
+    # fused (FlashAttention) kernels unless the cluster's efficiency profile says unfused
+    flash = inp.cluster.profile.attention_score_passes == 0
     by_stage = {
-        stage: memory_per_gpu(inp.model, batch, inp.seq_length, stage).component(0)
+        stage: memory_per_gpu(
+            inp.model, batch, inp.seq_length, stage, flash_attention=flash
+        ).component(0)
         for stage in ("first", "middle", "last")
     }
-    worst = memory_per_gpu(inp.model, batch, inp.seq_length, "max")
+    worst = memory_per_gpu(inp.model, batch, inp.seq_length, "max", flash_attention=flash)
     memory = worst.component(0)
     hbm = inp.cluster.gpu.hbm_bytes
     return {
@@ -87,7 +92,7 @@ def _memory_section(inp: SimulationInput, result: dict[str, Any]) -> dict[str, A
     }
 
 
-SECTIONS: list[Section] = [_summary_section, _flops_section, _memory_section]
+SECTIONS: list[Section] = [_summary_section, _flops_section, _memory_section, step_section]
 
 
 def simulate_result(inp: SimulationInput) -> dict[str, Any]:
@@ -157,7 +162,7 @@ def _render_memory(result: dict[str, Any], console: Any) -> None:
 
 
 Renderer = Callable[[dict[str, Any], Any], None]
-RENDERERS: list[Renderer] = [_render_header, _render_flops, _render_memory]
+RENDERERS: list[Renderer] = [_render_header, _render_flops, _render_memory, render_step]
 
 
 def render_result(result: dict[str, Any], console: Any) -> None:
@@ -224,8 +229,14 @@ _POS = click.IntRange(min=1)
 )
 @click.option("--offload-params", is_flag=True, default=None, help="weights in host memory")
 @click.option("--precision", type=click.Choice(["bf16", "fp16", "fp8"]), help="compute precision")
+@click.option(
+    "--tokens", type=click.FloatRange(min=0, min_open=True), help="token budget: time and $"
+)
+@click.option("--explain", is_flag=True, help="print each step-time term with formula and source")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object to stdout")
-def simulate(spec_file: str | None, as_json: bool, **opts: Any) -> None:
+def simulate(
+    spec_file: str | None, as_json: bool, tokens: float | None, explain: bool, **opts: Any
+) -> None:
     """Dry-run a layout, or every phase of a plan: FLOPs per token (model and hardware, by op)
     and memory per GPU by component against HBM, and whether it fits.
 
@@ -234,11 +245,15 @@ def simulate(spec_file: str | None, as_json: bool, **opts: Any) -> None:
 
     --json keys: params_total, params_active, flops_per_token_model (MFU numerator),
     flops_per_token_hardware (with recompute), flops_forward_by_op, memory_bytes (component ->
-    bytes, with total; worst pipeline stage), memory_bytes_by_stage, hbm_bytes, fits, layout.
+    bytes, with total; worst pipeline stage), memory_bytes_by_stage, hbm_bytes, fits, layout,
+    step (step_time_s, compute_s, tp_s/cp_s/ep_s/pp_s/dp_s exposed comm, bubble_s, optimizer_s,
+    overhead_s, mfu, hfu, tokens_per_s_per_gpu, terms; with --tokens: time_to_train_s, cost_usd).
     A plan file gives {"plan": name, "phases": [one such object per phase]}.
     """
     inputs = simulation_inputs(spec_file, opts)
     results = [simulate_result(inp) for inp in inputs]
+    for result in results:
+        add_token_budget(result, tokens)
     if as_json:
         is_plan = inputs[0].phase is not None
         payload = (
@@ -251,3 +266,5 @@ def simulate(spec_file: str | None, as_json: bool, **opts: Any) -> None:
     console = Console()
     for result in results:
         render_result(result, console)
+        if explain:
+            render_explain(result, console)
