@@ -155,3 +155,24 @@ def test_report_is_written_when_the_module_exists(
         ["plan", str(EXAMPLES / "h100x8-week.yaml"), "--report", str(tmp_path / "r")], capsys
     )
     assert code == 0 and len(calls) == 1 and isinstance(calls[0][0], Plan)
+
+
+def test_simulate_reproduces_the_plans_step_time_and_cost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "plan.json"
+    code, _, _ = _run(["plan", str(EXAMPLES / "h100x8-week.yaml"), "--out", str(out)], capsys)
+    assert code == 0
+    plan = Plan.model_validate_json(out.read_text())
+    pre = plan.phase("pretrain")
+    code, stdout, err = _run(["simulate", str(out), "--json", "--tokens", repr(pre.tokens)], capsys)
+    assert code == 0, err
+    sims = {p["phase"]: p["step"] for p in json.loads(stdout)["phases"]}
+    for phase in plan.phases:
+        est = phase.estimate
+        assert est is not None
+        # simulate times the training step; the plan adds DPO/GRPO reference and rollout passes
+        simulated = sims[phase.name]["step_time_s"] + est.reference_s + est.rollout_s
+        assert simulated == pytest.approx(est.step_time_s, rel=1e-6), phase.name
+    assert sims["pretrain"]["time_to_train_s"] == pytest.approx(pre.time_s, rel=1e-6)
+    assert sims["pretrain"]["cost_usd"] == pytest.approx(pre.cost_usd, rel=1e-6)

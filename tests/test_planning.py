@@ -175,3 +175,28 @@ def test_data_cap_too_small_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match="max_unique_tokens") as info:
         plan(_budget(gpus=64, hours=200, data={"max_unique_tokens": 1e8, "seq_length": 2048}))
     assert info.value.field == "data.max_unique_tokens"
+
+
+@pytest.mark.parametrize("name", ["h100x8-week", "h100x1024-30d", "h200-100k-usd", "moe"])
+def test_every_example_plans_within_its_budget(name: str) -> None:
+    budget = load_spec(BudgetSpec, EXAMPLES / f"{name}.yaml")
+    result = plan(budget)
+    wall = sum(p.time_s for p in result.phases) / budget.goodput
+    if budget.hours is not None:
+        assert wall <= budget.hours * 3600 * 1.0001
+    if budget.dollars is not None:
+        assert sum(p.cost_usd for p in result.phases) / budget.goodput <= budget.dollars * 1.0001
+    assert result.tokens > 20 * 0.5 * (result.model.params_active if result.model.moe else 0)
+    if budget.architecture == "moe":
+        assert (
+            result.model.moe is not None
+            and result.model.params_total > 3 * result.model.params_active
+        )
+    wanted = {
+        "sft": budget.phases.sft,
+        "dpo": budget.phases.dpo,
+        "grpo": budget.phases.grpo,
+        "long_context": budget.phases.long_context,
+    }
+    names = {p.name for p in result.phases}
+    assert {k for k, v in wanted.items() if v is not None} <= names
