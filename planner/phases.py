@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from scaleplan.costmodels.batch import LayoutBatch
 from scaleplan.costmodels.decode import frozen_weight_bytes, rollout_time
 from scaleplan.costmodels.flops import hardware_flops_per_token, model_flops_per_token
@@ -22,6 +23,7 @@ from scaleplan.specs.hardware import ClusterSpec
 from scaleplan.specs.model import ModelSpec
 from scaleplan.specs.plan import ObjectiveSpec, PhaseEstimate, PhaseSpec, ScheduleSpec
 
+from .laws.hyperparams import choose_schedule
 from .search import SearchResult, cluster_of, search_layouts
 
 GIB = 1024**3
@@ -123,7 +125,9 @@ def pretrain_and_anneal(
     ctx: PhaseContext, result: SearchResult, tokens: float, warmup: int
 ) -> list[PhaseSpec]:
     """Warmup + stable on the pretraining mix, then the WSD decay over `anneal.fraction` of the
-    tokens on the anneal mix (Hägele et al. 2024: 1-sqrt cooldown; MiniCPM, Hu et al. 2024)."""
+    tokens on the anneal mix (Hägele et al. 2024: 1-sqrt cooldown; MiniCPM, Hu et al. 2024), to
+    `choose_schedule`'s final LR ratio. Without an anneal phase `choose_schedule` picks WSD (the
+    run continues into later phases) or cosine (it ends here)."""
     seq = ctx.budget.data.seq_length
     anneal = ctx.budget.phases.anneal
     frac = anneal.fraction if anneal is not None else 0.0
@@ -136,10 +140,22 @@ def pretrain_and_anneal(
         ScheduleSpec(style="wsd", peak_lr=ctx.peak_lr, warmup_steps=warmup, decay_steps=0),
         data=ctx.budget.data.mix,
     )
-    if anneal is None:  # no separate anneal: the pretraining run decays over its last 20 %
-        decay = max(1, pre.steps // 5)
-        sched = pre.schedule.model_copy(update={"decay_steps": decay, "decay_shape": "sqrt"})
+    if anneal is None:  # no separate anneal: the pretraining run carries its own decay
+        phases = ctx.budget.phases
+        extended = any(
+            x is not None for x in (phases.long_context, phases.sft, phases.dpo, phases.grpo)
+        )
+        choice = choose_schedule(continued_training=extended)
+        floor = ctx.peak_lr * choice.final_lr_ratio
+        if choice.kind == "cosine":
+            sched = pre.schedule.model_copy(update={"style": "cosine", "min_lr": floor})
+        else:
+            decay = max(1, int(choice.decay_fraction * pre.steps))
+            sched = pre.schedule.model_copy(
+                update={"decay_steps": decay, "decay_shape": "sqrt", "min_lr": floor}
+            )
         return [pre.model_copy(update={"schedule": sched})]
+    choice = choose_schedule(continued_training=True, decay_fraction=anneal.fraction)
     steps = max(1, math.floor(tokens * frac / (result.best.global_batch * seq)))
     ann = _phase(
         ctx,
@@ -154,7 +170,7 @@ def pretrain_and_anneal(
             warmup_steps=0,
             decay_steps=steps,
             decay_shape="sqrt",
-            min_lr=0.0,
+            min_lr=ctx.peak_lr * choice.final_lr_ratio,
         ),
         data=anneal.mix,
         init_from="pretrain",
