@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
+
 from scaleplan.specs.efficiency import EfficiencyProfile
 from scaleplan.specs.hardware import ClusterSpec
+from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import ModelSpec
 
 from . import flops
@@ -156,4 +158,119 @@ def estimate_step_batch(
         tokens_per_s_per_gpu=tok_per_gpu,
         memory_bytes=mem,
         fits=(mem <= cluster.gpu.hbm_bytes) if with_memory else np.ones(len(layouts), dtype=bool),
+    )
+
+
+# --- one layout, with the terms `simulate --explain` prints ------------------------------------
+
+TERM_FORMULAS: dict[str, tuple[str, str]] = {
+    "compute_s": (
+        "m x sum over the critical stage's ops: max(FLOPs/(peak*eff(F)), bytes/(HBM*hbm_eff)); "
+        "backward = 2x GEMMs, 2.5x attention; + recompute",
+        "roofline (Williams et al. 2009); FLOPs per op: costmodels.flops (Narayanan et al. 2021 "
+        "eq. 3); FlashAttention-2 (Dao 2023)",
+    ),
+    "tp_s": (
+        "m x layers x (2 fwd + 2 bwd [+2 recompute]) x all-reduce(T*h*2 B): 2(n-1)/n*S/BW + "
+        "2(n-1)*latency",
+        "Shoeybi et al. 2019 section 3; Korthikanti et al. 2022 section 4.2.2 (sequence parallel)",
+    ),
+    "cp_s": (
+        "m x layers x max(0, (cp-1) x K,V ring step - attention time), backward 2x",
+        "ring attention (Liu et al. 2023); Megatron-core context parallelism",
+    ),
+    "ep_s": (
+        "m x MoE layers x (2 fwd + 2 bwd) x all-to-all(T*top_k*h*2 B): (n-1)/n*S/BW",
+        "GShard (Lepikhin et al. 2020)",
+    ),
+    "pp_s": (
+        "m x 2 x p2p(T*h*2 B / tp): S/BW + latency",
+        "Narayanan et al. 2021 section 4.1 (scatter/gather)",
+    ),
+    "dp_s": (
+        "gradient all-reduce 2(n-1)/n*S/BW (or reduce-scatter + all-gather when sharded) over "
+        "dp*cp ranks, minus dp_overlap x the last micro-batch's backward; ZeRO-3: per micro-batch",
+        "Rajbhandari et al. 2020 (ZeRO); Li et al. 2020 (PyTorch DDP bucketing)",
+    ),
+    "bubble_s": (
+        "(m-1)*max t_s + sum t_s - m*max t_s (1F1B); /v interleaved = (p-1)/(v*m) of ideal",
+        "Narayanan et al. 2021 eq. 1 and section 2.2.2",
+    ),
+    "optimizer_s": (
+        "params updated on this GPU x 34 B / (HBM * hbm_eff)",
+        "mixed-precision Adam (Micikevicius et al. 2018; ZeRO section 3.1)",
+    ),
+    "overhead_s": (
+        "m x layers x host-bound wait (layer_host_s) + m x microbatch_overhead_s + step_overhead_s",
+        "efficiency profile (fitted: specs/catalog/profiles.yaml)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    """One layout's step time, its breakdown, and the terms behind it."""
+
+    step_time_s: float
+    compute_s: float
+    exposed_comm_s: float
+    tp_s: float
+    cp_s: float
+    pp_s: float
+    dp_s: float
+    ep_s: float
+    bubble_s: float
+    optimizer_s: float
+    overhead_s: float
+    mfu: float
+    hfu: float
+    tokens_per_s_per_gpu: float
+    memory_bytes: float
+    fits: bool
+    num_gpus: int
+    tokens_per_step: int
+    price_usd_per_gpu_hour: float
+    profile_name: str
+    terms: tuple[tuple[str, float, str, str], ...]  # (name, value_s, formula, source)
+
+    def time_to_train_s(self, tokens: float) -> float:
+        return float(tokens) / (self.tokens_per_s_per_gpu * self.num_gpus)
+
+    def cost_usd(self, tokens: float) -> float:
+        return self.time_to_train_s(tokens) / 3600.0 * self.num_gpus * self.price_usd_per_gpu_hour
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "terms"
+        }
+        out["terms"] = [
+            {"name": n, "value_s": v, "formula": f, "source": s} for n, v, f, s in self.terms
+        ]
+        return out
+
+
+def estimate_step(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    layout: LayoutSpec,
+    seq_length: int,
+    profile: EfficiencyProfile | None = None,
+) -> StepEstimate:
+    """`estimate_step_batch` for one layout, with each term's formula and source."""
+    prof = profile or cluster.profile
+    row = estimate_step_batch(
+        model, cluster, LayoutBatch.from_specs([layout]), seq_length, prof
+    ).row(0)
+    terms = tuple(
+        (name, float(row[name]), formula, source)
+        for name, (formula, source) in TERM_FORMULAS.items()
+    )
+    return StepEstimate(
+        **{k: row[k] for k in STEP_FIELDS if k != "fits"},
+        fits=bool(row["fits"]),
+        num_gpus=layout.num_gpus,
+        tokens_per_step=layout.global_batch * seq_length,
+        price_usd_per_gpu_hour=cluster.price_usd_per_gpu_hour,
+        profile_name=prof.name,
+        terms=terms,
     )

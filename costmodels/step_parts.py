@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from scaleplan.specs.efficiency import EfficiencyProfile
 from scaleplan.specs.hardware import ClusterSpec
 from scaleplan.specs.model import ModelSpec
@@ -168,8 +169,19 @@ def stage_parts(
         cp_s = layers * (cp_fwd_exposed * (1.0 + frac) + cp_bwd_exposed)
         ep_s = n_moe * ep_fwd * (2.0 + frac)
         pp_s = 2.0 * p2p_one * np.where(pp > 1, 1.0, 0.0)
-        passes = 3.0 + frac + selective  # forward, backward (2), recompute
-        overhead = layers * passes * prof.layer_overhead_s + prof.microbatch_overhead_s
+        # Host-bound layers (efficiency.layer_host_s): a pass waits for its kernel launches.
+        safe_layers = np.maximum(layers, 1e-9)
+        fwd_layer = (
+            fwd + tp_keep * tp_layer + layers * cp_fwd_exposed + n_moe * ep_fwd
+        ) / safe_layers
+        bwd_layer = (
+            bwd + tp_keep * tp_layer + layers * cp_bwd_exposed + n_moe * ep_fwd
+        ) / safe_layers
+        host = prof.layer_host_s
+        host_wait = np.maximum(host - fwd_layer, 0.0) * (1.0 + frac) + np.maximum(
+            2.0 * host - bwd_layer, 0.0
+        )
+        overhead = layers * host_wait + prof.microbatch_overhead_s
         # DP: dense params over dp·cp, routed experts over the expert-DP group dp·cp/ep.
         params = p_dense + p_emb + p_exp
         edp = np.maximum(dpcp / ep, 1.0)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
+
 from scaleplan.specs.hardware import ClusterSpec
 
 # Nodes per leaf switch (one scalable unit of a DGX SuperPOD: 32 nodes, NVIDIA DGX SuperPOD
@@ -140,15 +141,25 @@ def links_for(cluster: ClusterSpec, size: np.ndarray, stride: np.ndarray) -> tup
     """
     size = np.asarray(size, dtype=np.int64)
     stride = np.asarray(stride, dtype=np.int64)
-    pairs = np.stack([size, stride], axis=-1).reshape(-1, 2)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    shape = size.shape
     key = _cluster_key(cluster)
+    flat_size, flat_stride = size.reshape(-1), np.broadcast_to(stride, shape).reshape(-1)
+    if flat_size.size <= 64:  # small batches: the lru_cache is faster than np.unique
+        links = [
+            _group_link(key, s, st)
+            for s, st in zip(flat_size.tolist(), flat_stride.tolist(), strict=False)
+        ]
+        bus = np.array([lk.bus_bytes_per_s for lk in links]).reshape(shape)
+        cross = np.array([lk.crosses_nodes for lk in links], dtype=bool).reshape(shape)
+        net = np.array([lk.link == "network" for lk in links], dtype=bool).reshape(shape)
+        return bus, cross, net
+    combined = flat_size * (1 << 32) + flat_stride
+    uniq, inverse = np.unique(combined, return_inverse=True)
     bus = np.empty(len(uniq))
     cross = np.empty(len(uniq), dtype=bool)
     net = np.empty(len(uniq), dtype=bool)
-    for i, (s, st) in enumerate(uniq):
-        link = _group_link(key, int(s), int(st))
+    for i, code in enumerate(uniq.tolist()):
+        link = _group_link(key, code >> 32, code & 0xFFFFFFFF)
         bus[i], cross[i], net[i] = link.bus_bytes_per_s, link.crosses_nodes, link.link == "network"
     inverse = inverse.reshape(-1)
-    shape = size.shape
     return bus[inverse].reshape(shape), cross[inverse].reshape(shape), net[inverse].reshape(shape)

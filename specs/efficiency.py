@@ -29,16 +29,25 @@ FITTABLE_BOUNDS: dict[str, tuple[float, float]] = {
     "collective_latency_s": (0.0, 2.0e-4),
     "dp_overlap": (0.0, 1.0),
     "tp_overlap": (0.0, 1.0),
-    "layer_overhead_s": (0.0, 2.0e-3),
+    "layer_host_s": (0.0, 5.0e-3),
     "microbatch_overhead_s": (0.0, 0.05),
     "step_overhead_s": (0.0, 2.0),
 }
+
+
+STACKS: tuple[str, ...] = ("default", "megatron-legacy")
+"""Software stacks with their own profiles. `default`: current engines (Megatron-core with
+Transformer Engine, NeMo, torchtitan, PyTorch FSDP; fused FlashAttention, overlapped gradient
+reduction). `megatron-legacy`: Megatron-LM 2021-2022 and Megatron-DeepSpeed (fp16 mixed
+precision, unfused softmax attention, gradient all-reduce after the backward pass)."""
 
 
 class EfficiencyProfile(Spec):
     """Achieved fractions of peak and fixed overheads of one GPU type on one software stack."""
 
     name: str = "default"
+    gpus: tuple[str, ...] = Field(default=(), description="catalog GPU names it applies to")
+    stack: str = Field(default="default", description="software stack, one of STACKS")
     # GEMM: eff(F) = gemm_max * F / (F + gemm_half_flops), F = the GEMM's FLOPs per call, and the
     # GEMM is never faster than moving its operands through HBM (roofline, Williams et al. 2009).
     gemm_max: float = Field(default=0.80, gt=0, le=1.0)
@@ -61,8 +70,9 @@ class EfficiencyProfile(Spec):
     dp_overlap: float = Field(default=0.8, ge=0, le=1.0)
     # Fraction of TP communication hidden behind GEMMs (Megatron-core --tp-comm-overlap).
     tp_overlap: float = Field(default=0.0, ge=0, le=1.0)
-    # Fixed host/launch overhead per transformer layer per pass (forward, backward, recompute).
-    layer_overhead_s: float = Field(default=50e-6, ge=0)
+    # Host (Python + kernel launch) time of one layer's forward; backward launches twice as many
+    # kernels. A layer pass whose GPU work is shorter waits for the host (host-bound).
+    layer_host_s: float = Field(default=0.3e-3, ge=0)
     # Fixed per-micro-batch overhead (kernel launches, framework), seconds.
     microbatch_overhead_s: float = Field(default=0.0, ge=0)
     # Fixed per-step overhead (data loading, logging, launches of the optimizer), seconds.
@@ -84,11 +94,21 @@ def _profiles() -> dict[str, EfficiencyProfile]:
 
 
 def shipped_profiles() -> dict[str, EfficiencyProfile]:
-    """Every profile of the shipped catalog, by name (GPU catalog name, or `default`)."""
+    """Every profile of the shipped catalog, by name (a GPU family, `/stack` for other stacks)."""
     return dict(_profiles())
 
 
-def default_profile_for(gpu_name: str) -> EfficiencyProfile:
-    """The shipped profile for a catalog GPU, else the profile named `default`."""
+def profile_name_for(gpu_name: str, stack: str = "default") -> str:
+    """Name of the shipped profile a GPU and stack use (the key of `shipped_profiles`)."""
     profiles = _profiles()
-    return profiles.get(gpu_name) or profiles.get("default") or EfficiencyProfile()
+    for want in (stack, "default"):
+        for name, prof in profiles.items():
+            if gpu_name in prof.gpus and prof.stack == want:
+                return name
+    return "default"
+
+
+def default_profile_for(gpu_name: str, stack: str = "default") -> EfficiencyProfile:
+    """The shipped profile for a catalog GPU and software stack; the GPU's default-stack profile
+    when its stack has none; else the profile named `default`."""
+    return _profiles().get(profile_name_for(gpu_name, stack)) or EfficiencyProfile()

@@ -1,0 +1,151 @@
+"""`scaleplan validate`: predict every published run of a CSV and score the simulator."""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from typing import Any
+
+import click
+
+
+def _builtin_runs() -> str:
+    return str(resources.files("scaleplan.specs").joinpath("data/published_runs_dev.csv"))
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def validation_payload(path: str) -> dict[str, Any]:
+    """Rows, skipped rows and the summary, as one JSON-able object."""
+    from scaleplan.planner.validation import load_cases, predict_cases, summarize
+
+    cases, skipped = load_cases(path)
+    preds = predict_cases(cases)
+    summary = summarize(preds, n_skipped=len(skipped))
+    rows = [
+        {
+            "index": p.case.index,
+            "source": p.case.source,
+            "model": p.case.label,
+            "gpu": p.case.cluster.gpu.name,
+            "num_gpus": p.case.layout.num_gpus,
+            "stack": p.case.stack,
+            "profile": p.case.cluster.profile.name,
+            "metric": p.case.metric,
+            "measured": p.case.measured,
+            "predicted": p.predicted,
+            "error_pct": p.error_pct,
+            "predicted_step_time_s": p.predicted_step_time_s,
+            "predicted_mfu": p.mfu,
+            "fits_memory": p.fits,
+            "layout": p.case.layout.model_dump(mode="json"),
+            "assumptions": list(p.case.assumptions),
+        }
+        for p in preds
+    ]
+    by_source = {
+        name: {k: (_finite(v) if k != "n" else int(v)) for k, v in stats.items()}
+        for name, stats in summary.by_source.items()
+    }
+    return {
+        "runs": path,
+        "rows": rows,
+        "skipped": [
+            {"index": s.index, "source": s.source, "model": s.label, "reason": s.reason}
+            for s in skipped
+        ],
+        "summary": {
+            "mape_pct": _finite(summary.mape_pct),
+            "median_pct": _finite(summary.median_pct),
+            "max_pct": _finite(summary.max_pct),
+            "n_predicted": summary.n_predicted,
+            "n_skipped": summary.n_skipped,
+            "by_source": by_source,
+        },
+    }
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def render(payload: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Predicted vs measured ({payload['runs']})")
+    for col, justify in (("row", "right"), ("source", "left"), ("model", "left"), ("GPUs", "right"),
+                         ("metric", "left"), ("measured", "right"), ("predicted", "right"),
+                         ("error", "right")):  # fmt: skip
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in payload["rows"]:
+        err = row["error_pct"]
+        style = "red" if abs(err) > 30 else ("yellow" if abs(err) > 10 else None)
+        table.add_row(
+            str(row["index"]), row["source"][:28], row["model"][:28], str(row["num_gpus"]),
+            row["metric"], _fmt(row["measured"]), _fmt(row["predicted"]), f"{err:+.1f} %",
+            style=style,
+        )  # fmt: skip
+    console.print(table)
+    if payload["skipped"]:
+        skipped = Table(title="Rows not predicted")
+        skipped.add_column("row", justify="right")
+        skipped.add_column("source")
+        skipped.add_column("model")
+        skipped.add_column("reason")
+        for row in payload["skipped"]:
+            skipped.add_row(str(row["index"]), row["source"][:28], row["model"][:28], row["reason"])
+        console.print(skipped)
+    summary = Table(title="Absolute percentage error")
+    for col in ("source", "rows", "MAPE", "median", "max"):
+        summary.add_column(col, justify="left" if col == "source" else "right")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f} %"
+
+    for name, stats in sorted(payload["summary"]["by_source"].items()):
+        summary.add_row(name, str(stats["n"]), pct(stats["mape_pct"]), pct(stats["median_pct"]),
+                        pct(stats["max_pct"]))  # fmt: skip
+    s = payload["summary"]
+    summary.add_row("all", str(s["n_predicted"]), pct(s["mape_pct"]), pct(s["median_pct"]),
+                    pct(s["max_pct"]), style="bold")  # fmt: skip
+    console.print(summary)
+    console.print(
+        f"{s['n_predicted']} rows predicted, {s['n_skipped']} not predicted (listed above)"
+    )
+
+
+@click.command("validate")
+@click.option(
+    "--runs",
+    "runs_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV in the published-runs schema (default: the built-in published_runs_dev.csv)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object to stdout")
+def validate(runs_path: str | None, as_json: bool) -> None:
+    """Predict every run of a published-runs CSV and compare with what was measured.
+
+    Each row is compared on its measured step time, else tokens/s per GPU, else TFLOP/s per GPU
+    (converted with the source's FLOP convention), else MFU/HFU. Rows that cannot be predicted
+    are listed with the reason. Profiles: the shipped ones, per GPU and software stack.
+
+    --json keys: rows (index, source, model, metric, measured, predicted, error_pct, ...),
+    skipped (index, reason), summary (mape_pct, median_pct, max_pct, n_predicted, n_skipped,
+    by_source).
+    """
+    from scaleplan.specs.errors import SpecError
+
+    path = runs_path or _builtin_runs()
+    try:
+        payload = validation_payload(path)
+    except SpecError as err:
+        raise err.with_source(path) from None
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+        return
+    from rich.console import Console
+
+    render(payload, Console(width=160))

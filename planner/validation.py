@@ -1,0 +1,422 @@
+"""Map rows of a published-runs CSV to specs, predict them, and score the predictions.
+
+The CSV schema is `specs/data/published_runs_dev.csv`'s (see shared/data/README.md). Each row
+becomes a `RunCase` (model, cluster, layout, the measured metric) or a `SkippedRow` with the reason
+it cannot be predicted; no row is dropped silently. What a row leaves unstated and the mapping
+assumes (vocabulary, activation, micro-batch ...) is listed in `RunCase.assumptions`.
+
+Measured metrics, first available wins: step time, tokens/s per GPU, TFLOP/s per GPU (converted
+with the source's own FLOP convention, shared/data/README.md), MFU or HFU (as a percentage of the
+bf16 dense peak).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scaleplan.costmodels import flops
+from scaleplan.costmodels.calibration import MeasuredRun, predict_step_times
+from scaleplan.costmodels.memory import memory_breakdown
+from scaleplan.specs.efficiency import EfficiencyProfile, default_profile_for
+from scaleplan.specs.errors import SpecError
+from scaleplan.specs.hardware import ClusterSpec, get_gpu, make_cluster
+from scaleplan.specs.layout import LayoutSpec, validate_layout
+from scaleplan.specs.model import ModelSpec, MoESpec
+
+from .validation_rows import (
+    flop_convention,
+    flops_per_token_for,
+    parse_nic_gbps_per_gpu,
+    parse_precision,
+    parse_recompute,
+    parse_sharding,
+    parse_stack,
+    source_label,
+)
+
+METRICS = ("step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu", "hfu")
+DEFAULT_VOCAB = 51200  # Megatron's padded GPT-2 BPE vocabulary (Narayanan 2021 section 5.1)
+PARAMS_TOLERANCE = 0.25  # an architecture further than this from params_billion is not trusted
+
+
+@dataclass(frozen=True)
+class RunCase:
+    index: int  # 0-based data row
+    source: str
+    label: str
+    model: ModelSpec
+    cluster: ClusterSpec
+    layout: LayoutSpec
+    seq_length: int
+    metric: str
+    measured: float
+    convention: str  # FLOP convention used when metric is tflops/mfu/hfu
+    stack: str = "default"  # software stack (its profile is the cluster's)
+    assumptions: tuple[str, ...] = ()
+
+    @property
+    def tokens_per_step(self) -> float:
+        return float(self.layout.global_batch * self.seq_length)
+
+    def measured_step_time_s(self, flops_per_token: float) -> float:
+        """The measurement as a step time (tokens/s and TFLOP/s are per GPU)."""
+        return step_time_from_metric(self, self.measured, flops_per_token)
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    index: int
+    source: str
+    label: str
+    reason: str
+
+
+def step_time_from_metric(case: RunCase, value: float, flops_per_token: float) -> float:
+    gpus = case.layout.num_gpus
+    if case.metric == "step_time_s":
+        return value
+    if case.metric == "tokens_per_s_per_gpu":
+        return case.tokens_per_step / (value * gpus)
+    peak = case.cluster.gpu.peak_flops("bf16")
+    per_gpu_flops = value * 1e12 if case.metric == "tflops_per_gpu" else value / 100.0 * peak
+    return case.tokens_per_step * flops_per_token / (per_gpu_flops * gpus)
+
+
+def metric_from_step_time(case: RunCase, step_s: float, flops_per_token: float) -> float:
+    """Inverse of `step_time_from_metric`: the metric a predicted step time implies."""
+    gpus = case.layout.num_gpus
+    if case.metric == "step_time_s":
+        return step_s
+    if case.metric == "tokens_per_s_per_gpu":
+        return case.tokens_per_step / (step_s * gpus)
+    per_gpu_flops = case.tokens_per_step * flops_per_token / (step_s * gpus)
+    if case.metric == "tflops_per_gpu":
+        return per_gpu_flops / 1e12
+    return per_gpu_flops / case.cluster.gpu.peak_flops("bf16") * 100.0
+
+
+# --- reading rows ---------------------------------------------------------------------------
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"source", "layers", "hidden", "heads", "gpu_type", "num_gpus"} - set(
+            reader.fieldnames or []
+        )
+        if missing:
+            raise SpecError(
+                f"not a published-runs CSV: missing columns {sorted(missing)}",
+                field="columns",
+                source=str(path),
+            )
+        return [dict(r) for r in reader]
+
+
+def _num(row: Mapping[str, str], key: str) -> float | None:
+    text = (row.get(key) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _int(row: Mapping[str, str], key: str) -> int | None:
+    value = _num(row, key)
+    return None if value is None else int(round(value))
+
+
+def _measured(row: Mapping[str, str]) -> tuple[str, float] | None:
+    for metric, column in (
+        ("step_time_s", "measured_step_time_s"),
+        ("tokens_per_s_per_gpu", "measured_tokens_per_sec_per_gpu"),
+        ("tflops_per_gpu", "measured_tflops_per_gpu"),
+        ("mfu", "measured_mfu"),
+        ("hfu", "measured_hfu"),
+    ):
+        value = _num(row, column)
+        if value is not None and value > 0:
+            return metric, value
+    return None
+
+
+def _model(row: Mapping[str, str], assumptions: list[str]) -> ModelSpec:
+    name = (row.get("model_name") or "custom").strip()
+    layers, hidden, heads = _int(row, "layers"), _int(row, "hidden"), _int(row, "heads")
+    seq = _int(row, "seq_len")
+    if not (layers and hidden and heads and seq):
+        raise SpecError("layers, hidden, heads and seq_len are needed", field="model")
+    kv = _int(row, "kv_heads") or heads
+    vocab = _int(row, "vocab")
+    if vocab is None:
+        vocab = DEFAULT_VOCAB
+        assumptions.append(f"vocab={DEFAULT_VOCAB} (Megatron GPT default; not stated)")
+    ffn = _int(row, "ffn_hidden")
+    experts, topk = _int(row, "moe_experts"), _int(row, "moe_topk")
+    moe = None
+    if experts and experts > 1:
+        if not (topk and ffn):
+            raise SpecError("MoE row without moe_topk or expert ffn_hidden", field="moe")
+        moe = MoESpec(num_experts=experts, top_k=topk, expert_ffn_hidden_size=ffn)
+    if ffn is None:
+        ffn = 4 * hidden
+        assumptions.append("ffn_hidden=4*hidden (not stated)")
+    target = _num(row, "params_billion")
+    base: dict[str, Any] = {
+        "name": name,
+        "num_layers": layers,
+        "hidden_size": hidden,
+        "num_heads": heads,
+        "num_kv_heads": kv if kv != heads else None,
+        "ffn_hidden_size": ffn,
+        "vocab_size": vocab,
+        "seq_length": seq,
+        "moe": moe,
+    }
+    # The schema has no activation column: take the one whose parameter count matches
+    # params_billion (GPT-style GeLU MLPs have 2 matrices, SwiGLU 3).
+    candidates = [
+        ModelSpec(**base, activation="gelu", norm="layernorm", bias=True,
+                  position_embedding="learned"),
+        ModelSpec(**base, activation="swiglu", norm="rmsnorm", bias=False,
+                  position_embedding="rope"),
+    ]  # fmt: skip
+    # ... and tied or separate LM-head weights (GPT-3/MPT tie them, Llama does not).
+    candidates += [c.model_copy(update={"tied_embeddings": True}) for c in list(candidates)]
+    if target:
+        errors = [abs(c.params_total / 1e9 - target) / target for c in candidates]
+        best = min(range(len(candidates)), key=lambda i: errors[i])
+        if errors[best] > PARAMS_TOLERANCE:
+            raise SpecError(
+                f"architecture columns give {candidates[best].params_total / 1e9:.1f}B parameters, "
+                f"the row states {target:g}B (details such as shared experts, dense layers or "
+                "MLA are not in the schema)",
+                field="params_billion",
+            )
+        chosen = candidates[best]
+    else:
+        chosen = candidates[0] if ffn == 4 * hidden else candidates[1]
+    assumptions.append(
+        f"activation={chosen.activation}, tied_embeddings={chosen.tied_embeddings} "
+        "(from the parameter count)"
+    )
+    return chosen
+
+
+def _cluster(
+    row: Mapping[str, str], num_gpus: int, stack: str, assumptions: list[str]
+) -> ClusterSpec:
+    gpu = get_gpu((row.get("gpu_type") or "").strip(), field="gpu_type")
+    per_node = _int(row, "gpus_per_node") or min(gpu.gpus_per_node, num_gpus)
+    nic = parse_nic_gbps_per_gpu(row.get("interconnect") or "", per_node)
+    if nic is None:
+        assumptions.append(f"network {gpu.nic_gbps_per_gpu:g} Gb/s per GPU (catalog default)")
+    return make_cluster(
+        gpu, num_gpus, gpus_per_node=min(per_node, num_gpus), nic_gbps_per_gpu=nic,
+        efficiency=default_profile_for(gpu.name, stack),
+    )  # fmt: skip
+
+
+def _layout(row: Mapping[str, str], num_gpus: int, assumptions: list[str]) -> LayoutSpec:
+    tp, pp = _int(row, "tp"), _int(row, "pp")
+    if tp is None or pp is None:
+        raise SpecError("tensor/pipeline split (tp, pp) not given", field="tp")
+    cp = _int(row, "cp") or 1
+    vp = _int(row, "vp") or 1
+    ep = _int(row, "ep") or 1
+    dp = _int(row, "dp")
+    if dp is None:
+        if num_gpus % (tp * pp * cp):
+            raise SpecError("num_gpus is not a multiple of tp*pp*cp", field="dp")
+        dp = num_gpus // (tp * pp * cp)
+    gb = _int(row, "global_batch")
+    if gb is None:
+        raise SpecError("global_batch not given", field="global_batch")
+    mb = _int(row, "micro_batch")
+    if mb is None:
+        raise SpecError("micro_batch not given", field="micro_batch")
+    recompute, layers_fraction = parse_recompute(row.get("recompute") or "")
+    if not (row.get("recompute") or "").strip():
+        assumptions.append("recompute=none (not stated)")
+    zero, dist_opt = parse_sharding(row.get("zero_stage_or_fsdp") or "")
+    sp_text = (row.get("sequence_parallel") or "").strip().lower()
+    sp = sp_text in ("yes", "true", "1")
+    if not sp_text and tp > 1:
+        assumptions.append("sequence_parallel=no (not stated)")
+    precision = parse_precision(row.get("precision") or "")
+    recompute_layers = None
+    if recompute == "full" and layers_fraction < 1.0:
+        per_stage = max(1, (_int(row, "layers") or 1) // pp)
+        recompute_layers = max(1, int(round(per_stage * layers_fraction)))
+    return LayoutSpec(
+        tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, ep=ep, sequence_parallel=sp and tp > 1,
+        zero_stage=zero, distributed_optimizer=dist_opt, micro_batch=mb, global_batch=gb,
+        recompute=recompute, recompute_layers=recompute_layers, precision=precision,
+    )  # fmt: skip
+
+
+def row_to_case(index: int, row: Mapping[str, str]) -> RunCase | SkippedRow:
+    """One CSV row as a predictable case, or the reason it is not predictable."""
+    source = (row.get("source") or "").strip()
+    label = source_label(source)
+    name = (row.get("model_name") or "").strip()
+    assumptions: list[str] = []
+    try:
+        measured = _measured(row)
+        if measured is None:
+            raise SpecError("no measured value", field="measured")
+        num_gpus = _int(row, "num_gpus")
+        if not num_gpus:
+            raise SpecError("num_gpus not given", field="num_gpus")
+        model = _model(row, assumptions)
+        layout = _layout(row, num_gpus, assumptions)
+        if layout.num_gpus != num_gpus:
+            raise SpecError(
+                f"tp*pp*cp*dp={layout.num_gpus} differs from num_gpus={num_gpus}", field="dp"
+            )
+        validate_layout(layout, model, num_gpus=num_gpus, seq_length=model.seq_length)
+        stack = parse_stack(row)
+        cluster = _cluster(row, num_gpus, stack, assumptions)
+    except SpecError as err:
+        return SkippedRow(index, label, name, err.message)
+    except ValueError as err:  # pydantic validation of a spec built from the row
+        return SkippedRow(index, label, name, str(err).splitlines()[0])
+    metric, value = measured
+    return RunCase(
+        index=index, source=label, label=name, model=model, cluster=cluster, layout=layout,
+        seq_length=model.seq_length, metric=metric, measured=value,
+        convention=flop_convention(source), stack=stack, assumptions=tuple(assumptions),
+    )  # fmt: skip
+
+
+def load_cases(path: str | Path) -> tuple[list[RunCase], list[SkippedRow]]:
+    cases: list[RunCase] = []
+    skipped: list[SkippedRow] = []
+    for i, row in enumerate(read_rows(path)):
+        got = row_to_case(i, row)
+        (cases if isinstance(got, RunCase) else skipped).append(got)  # type: ignore[arg-type]
+    return cases, skipped
+
+
+# --- scoring --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prediction:
+    case: RunCase
+    predicted: float
+    predicted_step_time_s: float
+    mfu: float
+    fits: bool
+
+    @property
+    def error_pct(self) -> float:
+        return (self.predicted - self.case.measured) / self.case.measured * 100.0
+
+
+@dataclass(frozen=True)
+class Summary:
+    mape_pct: float
+    median_pct: float
+    max_pct: float
+    n_predicted: int
+    n_skipped: int = 0
+    by_source: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _stats(errors: Iterable[float]) -> dict[str, float]:
+    ape = [abs(e) for e in errors]
+    if not ape:
+        return {
+            "mape_pct": float("nan"),
+            "median_pct": float("nan"),
+            "max_pct": float("nan"),
+            "n": 0,
+        }
+    return {
+        "mape_pct": sum(ape) / len(ape),
+        "median_pct": statistics.median(ape),
+        "max_pct": max(ape),
+        "n": len(ape),
+    }
+
+
+def summarize(predictions: list[Prediction], n_skipped: int = 0) -> Summary:
+    overall = _stats(p.error_pct for p in predictions)
+    sources: dict[str, list[float]] = {}
+    for p in predictions:
+        sources.setdefault(p.case.source, []).append(p.error_pct)
+    return Summary(
+        mape_pct=overall["mape_pct"],
+        median_pct=overall["median_pct"],
+        max_pct=overall["max_pct"],
+        n_predicted=len(predictions),
+        n_skipped=n_skipped,
+        by_source={k: _stats(v) for k, v in sources.items()},
+    )
+
+
+# --- predicting -----------------------------------------------------------------------------
+
+
+def case_flops_per_token(case: RunCase) -> float:
+    return flops_per_token_for(case.convention, case.model, case.layout, case.seq_length)
+
+
+def to_measured_runs(cases: list[RunCase]) -> list[MeasuredRun]:
+    """The cases as calibration records, every measurement converted to a step time."""
+    return [
+        MeasuredRun(
+            model=c.model,
+            cluster=c.cluster,
+            layout=c.layout,
+            seq_length=c.seq_length,
+            measured_step_time_s=c.measured_step_time_s(case_flops_per_token(c)),
+        )  # fmt: skip
+        for c in cases
+    ]
+
+
+def profile_chooser(profiles: Mapping[str, EfficiencyProfile] | None):
+    """Profile for a cluster: `profiles[name of its shipped profile]` when given, else the
+    cluster's own (validation sets each row's cluster to its GPU's and stack's profile)."""
+    table = dict(profiles or {})
+    return lambda cluster: table.get(cluster.profile.name) or cluster.profile
+
+
+def predict_cases(
+    cases: list[RunCase], profiles: Mapping[str, EfficiencyProfile] | None = None
+) -> list[Prediction]:
+    """Predict every case (batched per model and cluster); memory is checked per case."""
+    if not cases:
+        return []
+    runs = to_measured_runs(cases)
+    steps = predict_step_times(runs, profile_chooser(profiles))
+    out = []
+    for case, step_s in zip(cases, steps, strict=True):
+        fpt = case_flops_per_token(case)
+        mfu = (
+            flops.model_flops_per_token(case.model, case.seq_length)
+            * case.tokens_per_step
+            / (step_s * case.layout.num_gpus * case.cluster.gpu.peak_flops("bf16"))
+        )
+        mem = memory_breakdown(case.model, case.layout, case.seq_length)["total"]
+        out.append(
+            Prediction(
+                case=case,
+                predicted=metric_from_step_time(case, float(step_s), fpt),
+                predicted_step_time_s=float(step_s),
+                mfu=float(mfu),
+                fits=bool(mem <= case.cluster.gpu.hbm_bytes),
+            )
+        )
+    return out

@@ -1,0 +1,133 @@
+"""Parsers for the free-text cells of a published-runs CSV (recompute, sharding, precision,
+interconnect) and each source's FLOP convention, as shared/data/README.md documents them."""
+
+from __future__ import annotations
+
+import re
+
+from scaleplan.costmodels import flops
+from scaleplan.specs.layout import LayoutSpec
+from scaleplan.specs.model import ModelSpec
+
+# Sources whose TFLOP/s count recomputation (shared/data/README.md, "What TFLOP/s and MFU mean"):
+# Narayanan 2021 counts four passes (eq. 3) whatever the run did; BLOOM's Megatron-DeepSpeed log
+# and MT-NLG count hardware FLOPs, recompute included. Everyone else reports model FLOPs.
+_NARAYANAN = re.compile(r"narayanan", re.I)
+_HARDWARE = re.compile(r"bigscience|bloom|smith et al|turing nlg|zhang et al\. 2022", re.I)
+
+
+def flop_convention(source: str) -> str:
+    """'narayanan' (4-pass eq. 3), 'hardware' (recompute included) or 'model' (no recompute)."""
+    if _NARAYANAN.search(source):
+        return "narayanan"
+    if _HARDWARE.search(source):
+        return "hardware"
+    return "model"
+
+
+def flops_per_token_for(convention: str, model: ModelSpec, layout: LayoutSpec, seq: int) -> float:
+    """FLOPs per token under a source's convention, from the project's one FLOP count."""
+    if convention == "narayanan":
+        return float(flops.hardware_flops_per_token(model, seq, "full"))
+    if convention == "hardware":
+        frac = flops.recompute_layers_fraction(model.num_layers, layout.pp, layout.recompute_layers)
+        return float(flops.hardware_flops_per_token(model, seq, layout.recompute, frac))
+    return float(flops.model_flops_per_token(model, seq))
+
+
+def source_label(source: str) -> str:
+    """A short label for a source citation: 'Narayanan et al. 2021', 'NeMo performance_summary'."""
+    text = source.strip()
+    paper = re.match(r"([A-Z][\w-]+ et al\.? \d{4})", text)
+    if paper:
+        return paper.group(1)
+    repo = re.match(r"([\w.-]+)/([\w.-]+)\s+([\w./-]+)", text)
+    if repo:
+        stem = repo.group(3).rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        return f"{repo.group(2)} {stem}"
+    return text.split(" (")[0][:40] or "unknown"
+
+
+def parse_recompute(text: str) -> tuple[str, float]:
+    """(mode, fraction of layers) from cells like 'full', 'selective (per-op)', 'none'.
+
+    torchtitan's 'selective (per-layer)' checkpoints every second layer in full (its default
+    `selective_ac_option = 2`), i.e. full recompute of half the layers.
+    """
+    t = text.strip().lower()
+    if not t or t.startswith("none") or t == "no":
+        return "none", 1.0
+    if "per-layer" in t:
+        return "full", 0.5
+    if t.startswith("selective"):
+        return "selective", 1.0
+    if t.startswith("full") or "checkpoint" in t:
+        return "full", 1.0
+    return "none", 1.0
+
+
+def parse_sharding(text: str) -> tuple[int, bool]:
+    """(zero_stage, distributed_optimizer) from cells like 'FSDP FULL_SHARD', 'ZeRO-1'."""
+    t = text.strip().lower()
+    if not t:
+        return 0, False
+    if (
+        re.search(r"zero-?3|full[_ ]shard|megatron-fsdp|fsdp2|^fsdp|fully sharded", t)
+        and "fsdp=0" not in t.split("(")[0]
+    ):
+        return 3, False
+    if re.search(r"zero-?2", t):
+        return 2, False
+    if re.search(r"zero-?1|distributed optimizer|dist-opt", t):
+        return 0, True
+    return 0, False
+
+
+_LEGACY = re.compile(r"deepspeed", re.I)
+
+
+def parse_stack(row: dict[str, str] | object) -> str:
+    """The row's software stack (`scaleplan.specs.efficiency.STACKS`).
+
+    An explicit `software_stack` column wins. Otherwise: runs on Megatron-DeepSpeed, or in fp16
+    mixed precision (what Megatron-LM used before bf16 and fused attention, 2021-2022), ran the
+    `megatron-legacy` stack; everything else the `default` one.
+    """
+    get = row.get  # type: ignore[attr-defined]
+    explicit = (get("software_stack") or "").strip()
+    if explicit:
+        return explicit
+    text = " ".join(get(k) or "" for k in ("source", "notes", "zero_stage_or_fsdp"))
+    if _LEGACY.search(text) or (get("precision") or "").strip().lower().startswith("fp16"):
+        return "megatron-legacy"
+    return "default"
+
+
+def parse_precision(text: str) -> str:
+    t = text.strip().lower()
+    if t.startswith("fp8"):
+        return "fp8"
+    if t.startswith("fp16"):
+        return "fp16"
+    return "bf16"
+
+
+def parse_nic_gbps_per_gpu(text: str, gpus_per_node: int) -> float | None:
+    """Network Gbit/s per GPU from an interconnect description, when it states one.
+
+    Recognises '8x200Gb/s' (per node), '1600 Gb/s node-node', '4x Omni-Path' (100 Gb/s links)
+    and vTrain's 'inter_node_bandwidth=800' (Gbit/s per node). Returns None when unstated.
+    """
+    t = text.lower()
+    per_node: float | None = None
+    if m := re.search(r"(\d+)\s*x\s*(\d+)\s*gb(?:/s|ps)", t):
+        per_node = float(m.group(1)) * float(m.group(2))
+    elif m := re.search(r"(\d+)\s*gb(?:/s|ps)\s*node-node", t):
+        per_node = float(m.group(1))
+    elif m := re.search(r"inter_node_bandwidth\s*=\s*(\d+)", t):
+        per_node = float(m.group(1))
+    elif m := re.search(r"(\d+)\s*x\s*omni-?path", t):
+        per_node = 100.0 * float(m.group(1))
+    if per_node is None:
+        return None
+    return per_node / max(1, gpus_per_node)
