@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+
 from scaleplan.specs.errors import NotImplementedFeature, SpecError
 
 ArrayLike = float | np.ndarray

@@ -6,8 +6,9 @@ caps, repetition per Muennighoff et al. 2023), and the inference-aware optimum (
 from __future__ import annotations
 
 import numpy as np
-from scaleplan.specs.errors import SpecError
 from scipy.optimize import minimize_scalar
+
+from scaleplan.specs.errors import SpecError
 
 from .forms import FLOPS_PER_PARAM_TOKEN, ArrayLike, DataConstrainedLaw, Law, effective_repeats
 

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from scaleplan.specs.errors import SpecError
 
 # DeepSeek LLM (arXiv 2401.02954) Formula 1: C in FLOPs, B in tokens.

@@ -1,0 +1,395 @@
+"""`scaleplan fit` (a scaling law from ladder runs) and `scaleplan optimal` (compute-optimal N, D)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+import numpy as np
+
+from scaleplan.specs.errors import NotImplementedFeature, SpecError
+
+LAWS = ("chinchilla", "kaplan", "data-constrained")
+METHODS = ("epoch", "approach1", "approach2")
+
+
+def _progress_bar(total: int, label: str):
+    """A rich progress bar on stderr (stdout stays clean for --json); returns (bar, callback)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task(label, total=total)
+    return bar, lambda done, _total: bar.update(task, completed=done)
+
+
+@click.command("fit")
+@click.argument("runs_csv", type=click.Path(dir_okay=False))
+@click.option("--law", "form", type=click.Choice(LAWS), default="chinchilla", show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="epoch",
+    show_default=True,
+    help="epoch: Approach 3 (Huber, L-BFGS-B, 4,500-start grid); approach1: training-curve envelope; approach2: IsoFLOP parabolas.",
+)
+@click.option(
+    "--drop-highest",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Drop the K highest-loss points (Epoch drops 5).",
+)
+@click.option(
+    "--last-per-run", is_flag=True, help="Keep only each run's final row (needs a run column)."
+)
+@click.option(
+    "--delta",
+    type=float,
+    default=1e-3,
+    show_default=True,
+    help="Huber delta on the log-loss residual.",
+)
+@click.option(
+    "--bootstrap",
+    "n_boot",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Bootstrap resamples for confidence intervals.",
+)
+@click.option(
+    "--ci-compute",
+    type=float,
+    default=None,
+    help="Also give bootstrap CIs of N_opt, D_opt at this compute (FLOPs).",
+)
+@click.option(
+    "--loo", is_flag=True, help="Leave-one-out residuals (one warm-started refit per point)."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--columns",
+    default=None,
+    help="Map column names: params=model_size,tokens=training_tokens,loss=loss.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG plot.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write FIT.json.")
+def fit(
+    runs_csv: str,
+    form: str,
+    method: str,
+    drop_highest: int,
+    last_per_run: bool,
+    delta: float,
+    n_boot: int,
+    ci_compute: float | None,
+    loo: bool,
+    seed: int,
+    columns: str | None,
+    as_json: bool,
+    plot: str | None,
+    out: str | None,
+) -> None:
+    """Fit a scaling law to RUNS_CSV (columns: params, tokens, loss; optional flops, run, unique_tokens)."""
+    from scaleplan.planner.laws import runs_csv as rc
+    from scaleplan.planner.laws.io import fit_document, write_fit
+
+    t0 = time.perf_counter()
+    runs = rc.read_runs(runs_csv, rc.parse_column_map(columns))
+    if last_per_run:
+        runs = rc.last_per_run(runs)
+    runs = rc.drop_highest(runs, drop_highest)
+    if method != "epoch" and form != "chinchilla":
+        raise NotImplementedFeature(
+            f"--method {method} fits a frontier; --law {form} needs --method epoch",
+            field="--method",
+        )
+    if method != "epoch" and (n_boot or loo):
+        raise NotImplementedFeature(
+            "--bootstrap and --loo are implemented for --method epoch", field="--method"
+        )
+    warnings: list[str] = []
+    extra: dict = {}
+    bootstrap = None
+    if method == "epoch":
+        from scaleplan.planner.laws.fitting import fit_law
+        from scaleplan.planner.laws.uncertainty import bootstrap as run_bootstrap
+        from scaleplan.planner.laws.uncertainty import loo_residuals
+
+        res = fit_law(
+            form, runs.N, runs.D, runs.loss, unique_tokens=runs.unique_tokens, delta=delta
+        )
+        law, objective, n_points = res.law, res.objective, res.n_points
+        if n_boot:
+            bar, cb = _progress_bar(n_boot, "bootstrap")
+            with bar:
+                bootstrap = run_bootstrap(
+                    res,
+                    form,
+                    runs.N,
+                    runs.D,
+                    runs.loss,
+                    n_samples=n_boot,
+                    seed=seed,
+                    compute=ci_compute,
+                    unique_tokens=runs.unique_tokens,
+                    progress=cb,
+                )
+        if loo:
+            if form == "data-constrained":
+                raise NotImplementedFeature(
+                    "--loo is implemented for chinchilla and kaplan", field="--loo"
+                )
+            bar, cb = _progress_bar(len(runs.N), "leave-one-out")
+            with bar:
+                r = loo_residuals(res, form, runs.N, runs.D, runs.loss, progress=cb)
+            extra["loo"] = {
+                "residuals_log": r.tolist(),
+                "rmse_log": float(np.sqrt(np.mean(r**2))),
+                "max_abs_rel": float(np.max(np.abs(np.expm1(r)))),
+            }
+    else:
+        from scaleplan.planner.laws.isoflop import approach1, approach2
+
+        if method == "approach2":
+            ff = approach2(runs.N, runs.D, runs.loss, runs.flops)
+        else:
+            if runs.run is None:
+                raise SpecError(
+                    "approach1 needs a run column (training curves)",
+                    field="run",
+                    source=runs.source,
+                )
+            ff = approach1(runs.N, runs.D, runs.loss, runs.run)
+        law, objective, n_points = ff.law, ff.objective, ff.n_points
+        extra["isoflop"] = {"optima": ff.optima, "parabolas": ff.parabolas}
+    if ci_compute is not None:
+        from scaleplan.planner.laws.uncertainty import extrapolation_warning
+
+        w = extrapolation_warning(float(runs.flops.max()), ci_compute)
+        if w:
+            warnings.append(w)
+    seconds = time.perf_counter() - t0
+    objective_info = {
+        "value": objective,
+        "delta": delta if method == "epoch" else None,
+        "dropped_highest": drop_highest,
+    }
+    doc = fit_document(
+        law,
+        method=method,
+        points=runs.points(),
+        objective=objective_info,
+        bootstrap=bootstrap,
+        extra={
+            **extra,
+            "max_fitted_flops": float(runs.flops.max()),
+            "seconds": seconds,
+            "input": runs.source,
+        },
+    )
+    if out:
+        write_fit(out, doc)
+    if plot:
+        from scaleplan.planner.laws.plots import plot_fit
+
+        plot_fit(doc, plot)
+    summary = {
+        "law": law.name,
+        "method": method,
+        "params": law.params,
+        "n_points": n_points,
+        "loss": objective,
+        "seconds": seconds,
+        "warnings": warnings,
+    }
+    if bootstrap:
+        summary["ci"] = bootstrap["ci"]
+    if "loo" in extra:
+        summary["loo"] = {k: v for k, v in extra["loo"].items() if k != "residuals_log"}
+    if as_json:
+        click.echo(json.dumps(doc_clean(summary)))
+        return
+    _print_fit(summary, out)
+
+
+def doc_clean(obj):
+    from scaleplan.planner.laws.io import _clean
+
+    return _clean(obj)
+
+
+def _print_fit(summary: dict, out: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"{summary['law']} fit ({summary['method']}): {summary['n_points']} points, "
+        f"objective {summary['loss']:.6g}, {summary['seconds']:.2f} s"
+    )
+    table.add_column("parameter")
+    table.add_column("value", justify="right")
+    has_ci = "ci" in summary
+    if has_ci:
+        table.add_column("95% CI", justify="right")
+    for k, v in summary["params"].items():
+        row = [k, f"{v:.6g}"]
+        if has_ci:
+            lo, _, hi = summary["ci"][k]
+            row.append(f"[{lo:.4g}, {hi:.4g}]")
+        table.add_row(*row)
+    if has_ci:
+        for k in ("N_opt", "D_opt"):
+            if k in summary["ci"]:
+                lo, mid, hi = summary["ci"][k]
+                table.add_row(k, f"{mid:.4g}", f"[{lo:.4g}, {hi:.4g}]")
+    console = Console()
+    console.print(table)
+    if "loo" in summary:
+        console.print(
+            f"leave-one-out: RMSE {summary['loo']['rmse_log']:.4g} (log loss), max |rel. error| {summary['loo']['max_abs_rel']:.3%}"
+        )
+    for w in summary["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if out:
+        console.print(f"wrote {out}")
+
+
+@click.command("optimal")
+@click.option("--compute", type=float, required=True, help="Training compute C in FLOPs (C = 6ND).")
+@click.option(
+    "--fit",
+    "fit_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A FIT.json from `scaleplan fit`.",
+)
+@click.option(
+    "--preset",
+    default=None,
+    help="Published law: chinchilla, epoch, kaplan, data-constrained, ... (default chinchilla).",
+)
+@click.option(
+    "--max-tokens",
+    type=float,
+    default=None,
+    help="Unique tokens available (repetition per Muennighoff beyond).",
+)
+@click.option("--max-params", type=float, default=None, help="Largest model size allowed.")
+@click.option(
+    "--inference-tokens",
+    type=float,
+    default=None,
+    help="Expected lifetime inference tokens (Sardana et al.).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def optimal(
+    compute: float,
+    fit_path: str | None,
+    preset: str | None,
+    max_tokens: float | None,
+    max_params: float | None,
+    inference_tokens: float | None,
+    as_json: bool,
+) -> None:
+    """Compute-optimal model size N and tokens D for a compute budget."""
+    from scaleplan.planner.laws import constrained_optimal, inference_aware_optimal, load_law
+    from scaleplan.planner.laws.uncertainty import extrapolation_warning
+
+    if not (np.isfinite(compute) and compute > 0):
+        raise SpecError(f"must be positive (got {compute!r})", field="--compute")
+    law = load_law(preset=preset, fit_path=fit_path)
+    warnings: list[str] = []
+    ci = {}
+    if fit_path:
+        from scaleplan.planner.laws.io import read_fit
+
+        doc = read_fit(fit_path)
+        if doc.get("max_fitted_flops"):
+            w = extrapolation_warning(float(doc["max_fitted_flops"]), compute)
+            if w:
+                warnings.append(w)
+        ci = _band_from_bootstrap(doc, law, compute)
+    if inference_tokens:
+        if max_tokens or max_params:
+            raise NotImplementedFeature(
+                "--inference-tokens with --max-tokens/--max-params", field="--inference-tokens"
+            )
+        N, D = inference_aware_optimal(law, compute, inference_tokens, kind="compute")
+        epochs = 1.0
+    else:
+        N, D, epochs = constrained_optimal(
+            law, compute, max_unique_tokens=max_tokens, max_params=max_params
+        )
+    try:
+        loss = float(
+            law.loss(N, D, unique_tokens=max_tokens)
+            if max_tokens and law.name == "data-constrained"
+            else law.loss(N, D)
+        )
+    except NotImplementedFeature:
+        loss = None
+    result = {
+        "compute": compute,
+        "law": law.name,
+        "source": law.source,
+        "N": N,
+        "D": D,
+        "tokens_per_param": D / N,
+        "epochs": epochs,
+        "loss": loss,
+        "warnings": warnings,
+    }
+    if ci:
+        result["ci"] = ci
+    if as_json:
+        click.echo(json.dumps(doc_clean(result)))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"compute-optimal at C = {compute:.3g} FLOPs ({law.source})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("parameters N", f"{N:.4g}")
+    table.add_row("tokens D", f"{D:.4g}")
+    table.add_row("tokens / parameter", f"{D / N:.2f}")
+    table.add_row("epochs over unique data", f"{epochs:.2f}")
+    if loss is not None:
+        table.add_row("predicted loss", f"{loss:.4f}")
+    for k, (lo, _, hi) in ci.items():
+        table.add_row(f"{k} 95% band", f"[{lo:.4g}, {hi:.4g}]")
+    console = Console()
+    console.print(table)
+    for w in warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def _band_from_bootstrap(doc: dict, law, compute: float) -> dict:
+    """2.5/50/97.5 percentiles of N_opt, D_opt at `compute` across the stored bootstrap laws."""
+    boot = doc.get("bootstrap")
+    if not boot or not boot.get("samples"):
+        return {}
+    from scaleplan.planner.laws.forms import law_from_dict
+
+    ns, ds = [], []
+    for row in boot["samples"]:
+        sample = law_from_dict(
+            {"form": law.name, "params": dict(zip(boot["names"], row, strict=True))}
+        )
+        n, d = sample.optimal(compute)
+        ns.append(float(n))
+        ds.append(float(d))
+    return {
+        "N": np.percentile(ns, [2.5, 50, 97.5]).tolist(),
+        "D": np.percentile(ds, [2.5, 50, 97.5]).tolist(),
+    }
