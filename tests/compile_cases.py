@@ -4,6 +4,7 @@ production-scale layouts built from model presets."""
 from __future__ import annotations
 
 from factories import tiny_plan
+
 from scaleplan.specs.hardware import make_cluster
 from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import get_model

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from compile_cases import LM_PHASES, big_variants, tiny_variants
 from factories import tiny_plan
+
 from scaleplan.executor.compile import compile_plan, write_compiled
 from scaleplan.executor.compile.common import phase_contexts
 from scaleplan.executor.compile.deepspeed import (

@@ -117,6 +117,8 @@ def transformer_config(ctx: PhaseContext) -> tuple[str, dict[str, Any]]:
                 "moe_aux_loss_coeff": 1e-2,
             }
         )
+        if moe.top_k == 1:  # Megatron refuses softmax-after-top-1 (every weight would be 1)
+            kw["moe_router_pre_softmax"] = True
         if moe.num_shared_experts:
             kw["moe_shared_expert_intermediate_size"] = (
                 moe.num_shared_experts * moe.expert_ffn_hidden_size

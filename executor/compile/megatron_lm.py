@@ -146,6 +146,8 @@ def _model_args(ctx: PhaseContext) -> list[str]:
             "aux_loss",
         ]
         out += ["--moe-aux-loss-coeff", "1e-2"]
+        if moe.top_k == 1:
+            out += ["--moe-router-pre-softmax"]
         if moe.num_shared_experts:
             size = moe.num_shared_experts * moe.expert_ffn_hidden_size
             out += ["--moe-shared-expert-intermediate-size", str(size)]
