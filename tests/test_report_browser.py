@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from factories import tiny_plan
+
 from scaleplan.planner.report import build_report
 
 pytestmark = pytest.mark.slow  # two browser starts and a report: ~6-10 s on 2 shared cores

@@ -24,6 +24,7 @@ class ReportFigure:
     status: Status
     png: bytes | None = None
     reason: str | None = None  # why the figure is missing or failed
+    seconds: float = 0.0  # time to gather its inputs and draw it
 
     @property
     def filename(self) -> str:

@@ -52,20 +52,30 @@ def draw_figures(
     ctx = ReportContext(plan=plan, fit_path=fit_path)
     out: list[ReportFigure] = []
     for key, title, module, attr in PLOTS:
+        start = time.perf_counter()
         try:
             fig, caption = _builder(module, attr)(ctx)
             png = style.png_bytes(fig)
         except Unavailable as exc:
-            out.append(ReportFigure(key, title, "", "missing", reason=str(exc)))
+            out.append(
+                ReportFigure(
+                    key, title, "", "missing", reason=str(exc), seconds=time.perf_counter() - start
+                )
+            )
             continue
         except Exception as exc:
             if strict:
                 raise
+            reason = f"{type(exc).__name__}: {exc}"
             out.append(
-                ReportFigure(key, title, "", "failed", reason=f"{type(exc).__name__}: {exc}")
+                ReportFigure(
+                    key, title, "", "failed", reason=reason, seconds=time.perf_counter() - start
+                )
             )
             continue
-        out.append(ReportFigure(key, title, caption, "ok", png=png))
+        out.append(
+            ReportFigure(key, title, caption, "ok", png=png, seconds=time.perf_counter() - start)
+        )
     return out
 
 
