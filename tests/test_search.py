@@ -10,9 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scaleplan.costmodels.batch import LayoutBatch
 from scaleplan.costmodels.memory import memory_breakdown
-from scaleplan.costmodels.step import estimate_step_batch
+from scaleplan.costmodels.step import estimate_step
 from scaleplan.planner.architecture import build_model
 from scaleplan.planner.search import (
     MAX_BATCH_FACTOR,
@@ -32,8 +31,8 @@ from scaleplan.specs.model import ModelSpec, get_model
 def _brute_force(
     model: ModelSpec, cluster, seq: int, target: float, space: SearchSpace
 ) -> tuple[float, LayoutSpec | None]:
-    """Plain loop over LayoutSpec: rules, planner policies, memory, then the step time of a batch
-    of one. Returns the best seconds per token."""
+    """Plain loop over LayoutSpec: rules, planner policies, memory, then `estimate_step`.
+    Returns the best seconds per token and its layout."""
     best: tuple[float, LayoutSpec | None] = (math.inf, None)
     gpus = cluster.num_gpus
     for tp, pp, vp, cp, ep, sp, opt, mb, rc in itertools.product(
@@ -74,8 +73,8 @@ def _brute_force(
             continue
         if memory_breakdown(model, layout, seq)["total"] > cluster.gpu.hbm_bytes:
             continue
-        step = estimate_step_batch(model, cluster, LayoutBatch.from_specs([layout]), seq)
-        sec_per_token = float(step.step_time_s[0]) / (gb * seq)
+        step = estimate_step(model, cluster, layout, seq)
+        sec_per_token = step.step_time_s / (gb * seq)
         if sec_per_token < best[0]:
             best = (sec_per_token, layout)
     return best
@@ -172,12 +171,15 @@ def test_rejected_families_name_nvlink_and_memory_with_numbers() -> None:
     result = search_layouts(model, make_cluster("H100", 32), 8192, 256)
     reasons = {r["family"]: r for r in result.rejected}
     assert "crosses the NVLink domain of 8 GPUs" in reasons["TP=16"]["reason"]
-    oom = [r for r in result.rejected if r["rule"] == "out of memory"]
-    assert oom and all(r["closest_miss_gib"] > 0 for r in oom)
-    assert all("GiB" in r["reason"] for r in oom)
-    assert (
-        sum(result.rejected_by_rule.values()) + result.layouts_feasible == result.layouts_evaluated
-    )
+    assert sum(result.rejected_by_rule.values()) + result.layouts_feasible == result.layouts_evaluated
+    # replicated Adam states of 70B over TP=8 alone are 18 B x 70.6e9 / 8 = 159 GB > 80 GB:
+    # the whole PP=1 family is out of memory, PP=8 is not
+    space = SearchSpace(tp=(8,), pp=(1, 8), cp=(1,), optimizer=("replicated",))
+    result = search_layouts(model, make_cluster("H100", 64), 8192, 256, space=space)
+    oom = {r["family"]: r for r in result.rejected if r["rule"] == "out of memory"}
+    assert set(oom) == {"PP=1"} and result.best.pp == 8
+    assert oom["PP=1"]["closest_miss_gib"] > 70
+    assert oom["PP=1"]["reason"].startswith("PP=1 out of memory by ")
 
 
 def test_no_layout_fits_explains_itself() -> None:
