@@ -47,6 +47,12 @@ class MoEBudget(Spec):
     num_shared_experts: int = Field(default=1, ge=0)
     granularity: int = Field(default=4, gt=0, description="dense FFN width / expert FFN width")
 
+    @model_validator(mode="after")
+    def _check(self) -> MoEBudget:
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k={self.top_k} exceeds num_experts={self.num_experts}")
+        return self
+
 
 class Target(Spec):
     kind: Literal["compute-optimal", "inference-aware", "fixed-size"] = "compute-optimal"
@@ -147,6 +153,8 @@ class BudgetSpec(Spec):
     def _check(self) -> BudgetSpec:
         if self.hours is None and self.dollars is None:
             raise ValueError("give hours, dollars, or both")
+        if self.moe is not None and self.architecture != "moe":
+            raise ValueError("a 'moe' section needs architecture: moe (or remove the section)")
         return self
 
     @property

@@ -93,6 +93,12 @@ def test_out_writes_a_plan_file_that_round_trips(
             "lower it",
         ),
         ({"hours": None}, "", "give hours, dollars, or both"),
+        ({"moe": {"num_experts": 8, "top_k": 2}}, "", "needs architecture: moe"),
+        (
+            {"architecture": "moe", "moe": {"num_experts": 4, "top_k": 8}},
+            "moe",
+            "exceeds num_experts",
+        ),
     ],
 )
 def test_bad_budgets_exit_2_with_a_fix(
