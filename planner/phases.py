@@ -32,6 +32,7 @@ PREF_LR_RATIO = 0.1  # DPO / GRPO LR = SFT LR / 10 (Tulu 3: SFT 5e-6, DPO 5e-7 a
 LONG_CONTEXT_LR_RATIO = 0.1  # Xiong et al. 2023 (Llama 2 Long): 2e-5 after 1.5e-4 pretraining
 POST_WARMUP_FRACTION = 0.03  # Tulu 3 SFT warmup ratio
 DPO_WARMUP_FRACTION = 0.1  # Tulu 3 DPO warmup ratio
+POST_TIME_TOLERANCE = 0.1  # post-training: fewer GPUs if at most 10 % slower (planner policy)
 
 
 def next_pow2(x: float) -> int:
@@ -59,6 +60,30 @@ class PhaseContext:
     def post_gpus(self) -> int:
         slice_ = self.budget.phases.post_training_gpus or self.cluster.num_gpus
         return min(slice_, self.cluster.num_gpus)
+
+    @property
+    def post_gpu_counts(self) -> tuple[int, ...]:
+        """The post-training slice and its halvings down to 1/8 of it (whole nodes only)."""
+        top, node = self.post_gpus, self.cluster.gpus_per_node
+        counts = [top]
+        while counts[-1] % 2 == 0 and counts[-1] // 2 >= max(node, top // 8):
+            counts.append(counts[-1] // 2)
+        return tuple(c for c in counts if c <= node or c % node == 0)
+
+    def post_search(self, model: ModelSpec, seq: int, target: float, **kw: Any) -> SearchResult:
+        """A post-training layout search over the slice's GPU counts: the cheapest layout within
+        POST_TIME_TOLERANCE of the fastest (small post-training batches do not use a large
+        slice well)."""
+        cluster = cluster_of(self.cluster, self.post_gpus)
+        return search_layouts(
+            model,
+            cluster,
+            seq,
+            target,
+            gpu_counts=self.post_gpu_counts,
+            time_tolerance=POST_TIME_TOLERANCE,
+            **kw,
+        )
 
 
 def _estimate(
@@ -218,9 +243,8 @@ def sft(ctx: PhaseContext, init_from: str | None) -> PhaseSpec | None:
         return None
     seq = max(ctx.budget.data.seq_length, next_pow2(s.tokens_per_example))
     tokens = s.examples * s.tokens_per_example * s.epochs
-    cluster = cluster_of(ctx.cluster, ctx.post_gpus)
-    result = search_layouts(
-        ctx.model, cluster, seq, max(s.batch_examples * s.tokens_per_example / seq, 1.0)
+    result = ctx.post_search(
+        ctx.model, seq, max(s.batch_examples * s.tokens_per_example / seq, 1.0)
     )
     ctx.searches["sft"] = result
     lr = ctx.peak_lr * SFT_LR_RATIO
@@ -257,12 +281,11 @@ def dpo(ctx: PhaseContext, init_from: str | None) -> PhaseSpec | None:
         return None
     seq = next_pow2(d.tokens_per_pair / 2)
     tokens = d.pairs * d.tokens_per_pair * d.epochs
-    cluster = cluster_of(ctx.cluster, ctx.post_gpus)
 
     def reference(lay: LayoutBatch) -> np.ndarray:
         return frozen_weight_bytes(ctx.model, lay)
 
-    result = search_layouts(ctx.model, cluster, seq, 2.0 * d.batch_pairs, extra_memory=reference)
+    result = ctx.post_search(ctx.model, seq, 2.0 * d.batch_pairs, extra_memory=reference)
     ctx.searches["dpo"] = result
     ref_s = result.step["compute_s"] * _forward_share(ctx.model, seq, result.best.recompute)
     step_s = result.step["step_time_s"] + ref_s
@@ -297,11 +320,12 @@ def grpo(ctx: PhaseContext, init_from: str | None) -> PhaseSpec | None:
     rollouts_per_step = g.prompts_per_step * g.group_size
     total_prompts = g.prompts * g.epochs
     steps = max(1, math.ceil(total_prompts / g.prompts_per_step))
-    cluster = cluster_of(ctx.cluster, ctx.post_gpus)
 
     def reference(lay: LayoutBatch) -> np.ndarray:
         return frozen_weight_bytes(ctx.model, lay)
 
+    # the whole slice: rollouts, which dominate the step, scale with the engine replicas
+    cluster = cluster_of(ctx.cluster, ctx.post_gpus)
     result = search_layouts(
         ctx.model, cluster, seq, float(rollouts_per_step), extra_memory=reference
     )

@@ -158,7 +158,9 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
             field="phases.post_training_gpus",
         )
     moe = _moe(budget)
-    searches_s, evaluated = 0.0, 0
+    counters = {"seconds": 0.0, "evaluated": 0}
+    post: list[PhaseSpec] | None = None
+    post_key: tuple[int, int] | None = None
     iterations: list[dict[str, Any]] = []
     seen: dict[tuple[int, int], dict[str, Any]] = {}
     mfu = INITIAL_MFU
@@ -182,26 +184,16 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
             result = search_layouts(model, cluster, seq, max(batch_tokens / seq, 1.0))
         except NoLayoutFits as err:
             raise _no_layout(err, model, cluster, "pretraining") from None
-        searches_s += result.seconds
-        evaluated += result.layouts_evaluated
+        counters["seconds"] += result.seconds
+        counters["evaluated"] += result.layouts_evaluated
         gb = result.best.global_batch
         # sqrt rule for Adam when the layout changes the batch (Malladi et al. 2022, section 3)
         lr_scaled = lr * math.sqrt(gb * seq / batch_tokens)
         ctx = PhaseContext(budget, cluster, model, lr_scaled, cluster.price_usd_per_gpu_hour)
-        try:
-            post = post_training(ctx, gb * seq, "anneal" if budget.phases.anneal else "pretrain")
-        except NoLayoutFits as err:
-            raise _no_layout(err, model, cluster, "post-training") from None
-        for r in ctx.searches.values():
-            searches_s += r.seconds
-            evaluated += r.layouts_evaluated
+        if post is None:  # post-training time for the first candidate; redone for the final one
+            post = _post_training(ctx, gb * seq, counters)
+            post_key = key
         train_s = _train_seconds(budget, cluster, post)
-        if train_s <= 0:
-            raise SpecError(
-                f"post-training alone ({sum(p.time_s for p in post) / 3600:.1f} h of training) "
-                "uses the whole budget; raise hours/dollars or shrink the post-training phases",
-                field="phases",
-            )
         tps = result.step["tokens_per_s_per_gpu"]
         tokens_time = train_s * num_gpus * tps
         mfu = result.step["mfu"]
@@ -225,7 +217,6 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
         state = {
             "model": model,
             "result": result,
-            "post": post,
             "ctx": ctx,
             "lr": lr,
             "batch_tokens": batch_tokens,
@@ -235,7 +226,11 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
         }
         seen[key] = state
         n_law, d_law, epochs = law_allocation(budget, law, compute)
-    model, result, post, ctx = state["model"], state["result"], state["post"], state["ctx"]
+    model, result, ctx = state["model"], state["result"], state["ctx"]
+    if post is None or post_key != (model.num_layers, model.hidden_size):
+        post = _post_training(ctx, result.best.global_batch * seq, counters)
+        train_s = _train_seconds(budget, cluster, post)
+        state["tokens_time"] = train_s * num_gpus * result.step["tokens_per_s_per_gpu"]
     n = _counted_params(model)
     _check_data_cap(
         budget, law, state["compute"], n, min(state["tokens_time"], _max_tokens(budget))
@@ -282,8 +277,8 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
             "achievable_flops_per_gpu": result.step["mfu"] * cluster.gpu.peak_flops("bf16"),
         },
         search={
-            "layouts_evaluated": evaluated,
-            "seconds": round(searches_s, 4),
+            "layouts_evaluated": counters["evaluated"],
+            "seconds": round(counters["seconds"], 4),
             "pretrain": _summary(result),
             **{name: _summary(r) for name, r in ctx.searches.items()},
         },
@@ -300,6 +295,27 @@ def _predicted_loss(law: Law, n: float, tokens: float, unique: float | None) -> 
     if isinstance(law, DataConstrainedLaw) and unique:
         return float(law.loss(n, tokens, unique_tokens=unique))
     return float(law.loss(n, tokens))
+
+
+def _post_training(
+    ctx: PhaseContext, batch_tokens: float, counters: dict[str, Any]
+) -> list[PhaseSpec]:
+    """The post-training phases for ctx's model, with their searches counted."""
+    budget = ctx.budget
+    try:
+        post = post_training(ctx, batch_tokens, "anneal" if budget.phases.anneal else "pretrain")
+    except NoLayoutFits as err:
+        raise _no_layout(err, ctx.model, ctx.cluster, "post-training") from None
+    for r in ctx.searches.values():
+        counters["seconds"] += r.seconds
+        counters["evaluated"] += r.layouts_evaluated
+    if _train_seconds(budget, ctx.cluster, post) <= 0:
+        raise SpecError(
+            f"post-training alone ({sum(p.time_s for p in post) / 3600:.1f} h of training) "
+            "uses the whole budget; raise hours/dollars or shrink the post-training phases",
+            field="phases",
+        )
+    return post
 
 
 def _max_tokens(budget: BudgetSpec) -> float:

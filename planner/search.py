@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+
 from scaleplan.costmodels.batch import LayoutBatch
 from scaleplan.costmodels.memory import GIB, memory_per_gpu
 from scaleplan.costmodels.step import StepBatch, estimate_step_batch
@@ -225,9 +226,14 @@ def search_layouts(
     space: SearchSpace | None = None,
     extra_memory: ExtraMemory | None = None,
     price_usd_per_gpu_hour: float | None = None,
+    time_tolerance: float = 0.0,
 ) -> SearchResult:
     """Search every layout of `space` on each GPU count for a global batch near
     `target_sequences`; rank feasible ones by time per token (then dollars per token).
+
+    `time_tolerance` > 0 trades time for dollars: the cheapest layout whose time per token is
+    within that fraction of the fastest wins (with several GPU counts, fewer GPUs that are
+    almost as fast).
 
     `extra_memory(layouts)` adds bytes per GPU a phase holds beyond training state (a DPO
     reference model). Raises `NoLayoutFits` when nothing fits.
@@ -291,7 +297,11 @@ def search_layouts(
     price = price_usd_per_gpu_hour or cluster.price_usd_per_gpu_hour
     usd_per_token = sec_per_token * gpus[feas] * price / 3600.0
     headroom = capacity - mem[feas]
-    order = np.lexsort((-headroom, usd_per_token, sec_per_token))
+    if time_tolerance > 0:
+        near = sec_per_token <= (1.0 + time_tolerance) * sec_per_token.min()
+        order = np.lexsort((-headroom, sec_per_token, np.where(near, usd_per_token, np.inf)))
+    else:
+        order = np.lexsort((-headroom, usd_per_token, sec_per_token))
     b = int(order[0])
     best = lay.to_spec(b)
     step_dict = {k: float(v) for k, v in step.row(b).items()}

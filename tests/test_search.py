@@ -171,7 +171,9 @@ def test_rejected_families_name_nvlink_and_memory_with_numbers() -> None:
     result = search_layouts(model, make_cluster("H100", 32), 8192, 256)
     reasons = {r["family"]: r for r in result.rejected}
     assert "crosses the NVLink domain of 8 GPUs" in reasons["TP=16"]["reason"]
-    assert sum(result.rejected_by_rule.values()) + result.layouts_feasible == result.layouts_evaluated
+    assert (
+        sum(result.rejected_by_rule.values()) + result.layouts_feasible == result.layouts_evaluated
+    )
     # replicated Adam states of 70B over TP=8 alone are 18 B x 70.6e9 / 8 = 159 GB > 80 GB:
     # the whole PP=1 family is out of memory, PP=8 is not
     space = SearchSpace(tp=(8,), pp=(1, 8), cp=(1,), optimizer=("replicated",))
@@ -205,3 +207,18 @@ def test_candidate_grid_covers_the_space() -> None:
     cand, gpus = candidate_grid(space, (8, 16), 64.0)
     assert len(cand) == space.size((8, 16)) == len(gpus)
     assert set(np.unique(cand.tp)) == {1, 2} and set(np.unique(gpus)) == {8, 16}
+
+
+def test_time_tolerance_picks_the_cheapest_near_fastest() -> None:
+    model = MODELS[1]
+    cluster = make_cluster("H100", 64)
+    fastest = search_layouts(model, cluster, 2048, 64, gpu_counts=(16, 32, 64))
+    thrifty = search_layouts(model, cluster, 2048, 64, gpu_counts=(16, 32, 64), time_tolerance=0.1)
+
+    def per_token(r) -> float:
+        return r.step["step_time_s"] / (r.best.global_batch * 2048)
+
+    assert per_token(thrifty) <= 1.1 * per_token(fastest) * (1 + 1e-9)
+    assert per_token(thrifty) * thrifty.num_gpus <= per_token(fastest) * fastest.num_gpus * (
+        1 + 1e-9
+    )
