@@ -287,7 +287,7 @@ def search_layouts(
     reasons.append("out of memory")
     # 3. step time on the survivors
     feas = np.flatnonzero(fits)
-    rejected = family_rejections(cand, gpus, code, reasons, mem - capacity, space, fits)
+    rejected = family_rejections(cand, gpus, code, reasons, mem - capacity, fits)
     if feas.size == 0:
         raise NoLayoutFits(rejected, n)
     lay = cand.select(feas)

@@ -6,13 +6,11 @@ Vectorized like the search: loops run over dimensions and their few values, neve
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from scaleplan.costmodels.batch import RECOMPUTE_NAMES, LayoutBatch
 
-if TYPE_CHECKING:
-    from .search import SearchSpace
+from scaleplan.costmodels.batch import RECOMPUTE_NAMES, LayoutBatch
 
 GIB = 1024**3
 MAX_FRONT = 25  # Pareto entries kept in the report (the fastest first)
@@ -67,7 +65,6 @@ def family_rejections(
     code: np.ndarray,
     reasons: list[str],
     over_bytes: np.ndarray,
-    space: SearchSpace,
     fits: np.ndarray,
 ) -> list[dict[str, Any]]:
     """Families (one value of one dimension) none of whose layouts survived, each with its main
