@@ -44,6 +44,8 @@ class PhaseJob:
     reason: str | None = None
     node_list: str | None = None
     run_time: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -108,6 +110,10 @@ def _parse_scontrol(line: str) -> dict[str, str]:
     return fields
 
 
+def _known(value: str | None) -> str | None:
+    return None if value in (None, "", "Unknown", "None", "(null)") else value
+
+
 def job_state(job_id: str) -> PhaseJob:
     """One job's state from slurmctld; UNKNOWN when slurmctld no longer remembers it."""
     scontrol = shutil.which("scontrol")
@@ -125,6 +131,8 @@ def job_state(job_id: str) -> PhaseJob:
                 reason=f.get("Reason") if f.get("Reason") not in (None, "None") else None,
                 node_list=f.get("NodeList") if f.get("NodeList") not in (None, "(null)") else None,
                 run_time=f.get("RunTime"),
+                start_time=_known(f.get("StartTime")),
+                end_time=_known(f.get("EndTime")),
             )
     squeue = shutil.which("squeue")
     if squeue:
