@@ -3,11 +3,12 @@ of planning the 16,384-GPU example (`specs/examples/h100x16384-54d-15T.yaml`).
 
     .venv/bin/python bench/plan_speed.py
 
-`bench/speed.py` calls `plan_speed_rows()` for its plan-search section.
+`bench/speed.py` registers `BENCHMARKS` from here (its plan-search section).
 """
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
@@ -60,6 +61,7 @@ def search_rows() -> list[tuple[str, int, float]]:
     return rows
 
 
+@functools.cache
 def plan_rows() -> list[tuple[str, float, int]]:
     """(what, seconds, layouts evaluated) for planning the 16,384-GPU example."""
     from scaleplan.planner.planning import plan
@@ -94,6 +96,38 @@ def plan_speed_rows() -> list[str]:
     for what, s, n in plan_rows():
         lines.append(f"| {what} | {s:.3f} | {n:,} |")
     return lines
+
+
+def bench_plan_search(_n: int) -> dict[str, float | str]:
+    """bench/speed.py row: the full default search for a 361B model on 16,384 H100 (warm)."""
+    name, n, s = search_rows()[2]
+    return {"name": f"plan search: {name}", "layouts": n, "seconds": s, "per_s": n / s}
+
+
+def bench_plan_16k(_n: int) -> dict[str, float | str]:
+    """bench/speed.py rows' source: plan() of the 16,384-GPU example in a fresh process (topology
+    graph built from scratch) and warm."""
+    rows = {what: (s, n) for what, s, n in plan_rows()}
+    s, n = rows["plan(), fresh process"]
+    return {
+        "name": "plan() 16,384-GPU example, fresh process",
+        "layouts": n,
+        "seconds": s,
+        "per_s": n / s,
+    }
+
+
+def bench_plan_16k_warm(_n: int) -> dict[str, float | str]:
+    rows = {what: (s, n) for what, s, n in plan_rows()}
+    s, n = rows["plan(), warm caches"]
+    return {"name": "plan() 16,384-GPU example, warm", "layouts": n, "seconds": s, "per_s": n / s}
+
+
+BENCHMARKS = [
+    ("plan-search", bench_plan_search),
+    ("plan-16k", bench_plan_16k),
+    ("plan-16k-warm", bench_plan_16k_warm),
+]
 
 
 if __name__ == "__main__":
