@@ -120,28 +120,36 @@ def test_unreadable_plan_law_is_explained_not_raised() -> None:
 
 
 def _fit_file(path: Path, method: str, *, bootstrap: bool) -> Path:
+    """A FIT.json as `scaleplan fit` writes it, on synthetic IsoFLOP runs of the Chinchilla law."""
     from scaleplan.planner.laws import get_preset
     from scaleplan.planner.laws.io import fit_document, write_fit
+    from scaleplan.planner.laws.isoflop import approach2
 
-    law = get_preset("chinchilla")
+    truth = get_preset("chinchilla")
     rng = np.random.default_rng(0)
     budgets = [1e18, 1e19, 1e20]
     n = np.concatenate([np.geomspace(c**0.5 / 40, c**0.5 / 4, 7) for c in budgets])
     c = np.repeat(budgets, 7)
     d = c / (6 * n)
-    loss = law.loss(n, d) * np.exp(rng.normal(0, 0.005, n.size))
-    boot = None
-    if bootstrap:
-        samples = [
-            {k: v * float(rng.normal(1, 0.02)) for k, v in law.params.items()} for _ in range(60)
-        ]
-        boot = {"samples": samples}
-    doc = fit_document(
-        law,
-        method=method,
-        points={"N": n.tolist(), "D": d.tolist(), "loss": loss.tolist(), "flops": c.tolist()},
-        bootstrap=boot,
-    )
+    loss = truth.loss(n, d) * np.exp(rng.normal(0, 0.002, n.size))
+    points = {"N": n.tolist(), "D": d.tolist(), "loss": loss.tolist(), "flops": c.tolist()}
+    if method == "approach2":
+        ff = approach2(n, d, loss, c)
+        doc = fit_document(
+            ff.law,
+            method=method,
+            points=points,
+            extra={"isoflop": {"optima": ff.optima, "parabolas": ff.parabolas}},
+        )
+    else:
+        names = list(truth.params)
+        boot = None
+        if bootstrap:  # rows of parameters, one per resample, as uncertainty.bootstrap records them
+            rows = [
+                [v * float(rng.normal(1, 0.02)) for v in truth.params.values()] for _ in range(60)
+            ]
+            boot = {"names": names, "samples": rows, "n_samples": len(rows)}
+        doc = fit_document(truth, method=method, points=points, bootstrap=boot)
     write_fit(path, doc)
     return path
 
@@ -150,18 +158,17 @@ def test_fitted_law_draws_points_and_band(tmp_path: Path) -> None:
     fit = _fit_file(tmp_path / "fit.json", "epoch", bootstrap=True)
     fig = by_key(draw_figures(tiny_plan(), fit_path=str(fit), strict=True))["1_scaling_law"]
     assert fig.status == "ok"
-    assert "bootstrap band" in fig.caption and "runs as points" in fig.caption
+    assert "95 % bootstrap band" in fig.caption and "runs as points" in fig.caption
+    assert "with 95 % bootstrap bands" in fig.caption
     assert "No data points" not in fig.caption
 
 
 def test_isoflop_fit_draws_isoflop_curves(tmp_path: Path) -> None:
     fit = _fit_file(tmp_path / "fit.json", "approach2", bootstrap=False)
     fig = by_key(draw_figures(tiny_plan(), fit_path=str(fit), strict=True))["1_scaling_law"]
-    assert (
-        fig.status == "ok"
-        and "IsoFLOP curves" in fig.caption
-        and "3 fixed compute budgets" in fig.caption
-    )
+    assert fig.status == "ok" and "IsoFLOP slices" in fig.caption
+    assert "at 3 compute budgets" in fig.caption and "(3 drawn)" in fig.caption
+    assert "per-budget optima" in fig.caption
 
 
 def test_preset_law_says_no_data_points() -> None:

@@ -84,6 +84,6 @@ def report(
 
 def check_fit_file(path: Path) -> None:
     """A FIT.json given on the command line must exist and load; else one error line, exit 2."""
-    from ..report.plot_law import load_fit_law
+    from ..report.law_data import load_fit_law
 
     load_fit_law(str(path))
