@@ -168,7 +168,8 @@ def architecture_for_params(
         )
         raise SpecError(
             f"no architecture of about {n_params:.3g} parameters fits the shape rule (the smallest "
-            f"is {lo:.3g} with vocab {vocab_size}); raise the budget or shrink the vocabulary",
+            f"is {lo:.3g} with vocab {vocab_size}); raise the budget (gpus, hours, dollars) or "
+            "shrink the vocabulary (data.vocab_size)",
             field="target",
         )
     return best[1]
