@@ -93,6 +93,7 @@ def test_out_writes_a_plan_file_that_round_trips(
             "lower it",
         ),
         ({"hours": None}, "", "give hours, dollars, or both"),
+        ({"hours": 0.002}, "target", "shrink the vocabulary (data.vocab_size)"),
         ({"moe": {"num_experts": 8, "top_k": 2}}, "", "needs architecture: moe"),
         (
             {"architecture": "moe", "moe": {"num_experts": 4, "top_k": 8}},
