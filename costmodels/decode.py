@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from scaleplan.specs.hardware import ClusterSpec
 from scaleplan.specs.model import ModelSpec
 

@@ -169,13 +169,19 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
     compute = num_gpus * seconds * peak * mfu  # first guess, in model FLOPs
     n_law, d_law, epochs = law_allocation(budget, law, compute)
     state: dict[str, Any] = {}
+    status = f"stopped after {MAX_ITERATIONS} iterations"
     for k in range(MAX_ITERATIONS):
         _check_data_cap(budget, law, compute, n_law, d_law)
         model = architecture_for_params(
             n_law, vocab_size=budget.data.vocab_size, seq_length=seq, moe=moe
         )
         key = (model.num_layers, model.hidden_size)
-        if key in seen:  # the architecture repeats: fixed point (or a 2-cycle; keep this one)
+        if key in seen:  # the architecture repeats: a fixed point, or a cycle (keep this one)
+            status = (
+                "fixed point"
+                if key == (state["model"].num_layers, state["model"].hidden_size)
+                else "cycle"
+            )
             state = seen[key]
             iterations.append({**state["record"], "iteration": k, "repeat": True})
             break
@@ -273,7 +279,8 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
         },
         fixed_point={
             "iterations": iterations,
-            "converged": bool(iterations and iterations[-1].get("repeat")),
+            "converged": status == "fixed point",
+            "status": status,
             "achievable_flops_per_gpu": result.step["mfu"] * cluster.gpu.peak_flops("bf16"),
         },
         search={

@@ -7,6 +7,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from scaleplan.planner.architecture import (
     architecture_for_params,
     candidate_hidden_sizes,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from scaleplan.specs.errors import SpecError
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
 from scaleplan.specs.plan import Plan
 
 
@@ -83,7 +84,7 @@ def print_plan(
     head.add_row(
         "fixed point",
         f"{len(fp.get('iterations', []))} iterations, "
-        f"{'converged' if fp.get('converged') else 'stopped'}",
+        f"{fp.get('status', 'converged' if fp.get('converged') else 'stopped')}",
     )
     head.add_row(
         "search",
@@ -125,6 +126,19 @@ def print_plan(
         )
     table.add_row("total", "", "", "", "", "", _hours(total_t), f"${total_usd:,.0f}", "", "")
     con.print(table)
+    front = plan.search.get("pretrain", {}).get("pareto", [])
+    if len(front) > 1:
+        pareto = Table(title="pretraining Pareto front (time, dollars, memory headroom)")
+        for col in ("layout", "tokens/s", "$/M tokens", "headroom GiB"):
+            pareto.add_column(col, justify="left" if col == "layout" else "right")
+        for e in front[:6]:
+            pareto.add_row(
+                e["layout"],
+                f"{e['tokens_per_s']:,.0f}",
+                f"{e['usd_per_million_tokens']:.3f}",
+                f"{e['headroom_gib']:.1f}",
+            )
+        con.print(pareto)
     rejected = plan.search.get("pretrain", {}).get("rejected", [])
     if rejected:
         con.print("[bold]pretraining layouts rejected by family[/bold]")
