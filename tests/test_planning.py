@@ -35,7 +35,7 @@ def llama3_scale() -> tuple[Plan, float]:
     budget = load_spec(BudgetSpec, EXAMPLES / "h100x16384-54d-15T.yaml")
     plan(budget)  # warm the process-wide caches (catalog, topology graph) once
     best = math.inf
-    for _ in range(2):  # best of two: the test machine is shared
+    for _ in range(3):  # best of three: the test machine is shared
         start = time.perf_counter()
         result = plan(budget)
         best = min(best, time.perf_counter() - start)
