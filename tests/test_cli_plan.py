@@ -183,3 +183,21 @@ def test_simulate_reproduces_the_plans_step_time_and_cost(
         assert simulated == pytest.approx(est.step_time_s, rel=1e-6), phase.name
     assert sims["pretrain"]["time_to_train_s"] == pytest.approx(pre.time_s, rel=1e-6)
     assert sims["pretrain"]["cost_usd"] == pytest.approx(pre.cost_usd, rel=1e-6)
+
+
+def test_fit_file_next_to_the_budget_is_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scaleplan.planner.laws import ChinchillaLaw
+    from scaleplan.planner.laws.io import fit_document, write_fit
+
+    law = ChinchillaLaw(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37, source="test fit")
+    points = {"N": [1e8], "D": [2e9], "loss": [3.0], "flops": [1.2e18]}
+    write_fit(tmp_path / "fit.json", fit_document(law, method="epoch", points=points))
+    budget = _budget_file(tmp_path, law={"fit": "fit.json", "preset": None})
+    code, out, err = _run(["plan", str(budget), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["law"]["params"]["alpha"] == pytest.approx(0.35)
+    missing = _budget_file(tmp_path, law={"fit": "nope.json", "preset": None})
+    code, _, err = _run(["plan", str(missing)], capsys)
+    assert code == 2 and "law.fit" in err and "not found" in err

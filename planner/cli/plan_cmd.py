@@ -44,6 +44,24 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _resolve_fit(budget: Any, budget_path: Path) -> Any:
+    """A relative `law.fit` is read next to the budget file (as a user writes it), unless it
+    exists relative to the working directory."""
+    fit = budget.law.fit
+    if not fit or Path(fit).is_absolute() or Path(fit).exists():
+        return budget
+    beside = budget_path.parent / fit
+    if not beside.exists():
+        raise SpecError(
+            f"fit file '{fit}' not found (looked in the working directory and next to the "
+            "budget); run `scaleplan fit ... --out FIT.json` or use law.preset",
+            field="law.fit",
+            source=str(budget_path),
+        )
+    law = budget.law.model_copy(update={"fit": str(beside)})
+    return budget.model_copy(update={"law": law})
+
+
 def _report_writer() -> Any:
     """`scaleplan.planner.report.write_report`, or None when that module is not installed."""
     if importlib.util.find_spec("scaleplan.planner.report") is None:
@@ -78,7 +96,7 @@ def plan(budget_file: str, out: str | None, as_json: bool, report_dir: str | Non
                 "(scaleplan.planner.report.write_report is missing); drop --report",
                 field="--report",
             )
-    budget = load_spec(BudgetSpec, budget_file)
+    budget = _resolve_fit(load_spec(BudgetSpec, budget_file), Path(budget_file))
     progress = None if as_json else _progress
     try:
         result = make_plan(budget, progress=progress)
