@@ -19,6 +19,7 @@ from scaleplan.costmodels.batch import LayoutBatch
 from scaleplan.costmodels.decode import frozen_weight_bytes, rollout_time
 from scaleplan.costmodels.flops import hardware_flops_per_token, model_flops_per_token
 from scaleplan.specs.budget import BudgetSpec, DataSource
+from scaleplan.specs.errors import SpecError
 from scaleplan.specs.hardware import ClusterSpec
 from scaleplan.specs.model import ModelSpec
 from scaleplan.specs.plan import ObjectiveSpec, PhaseEstimate, PhaseSpec, ScheduleSpec
@@ -340,14 +341,15 @@ def grpo(ctx: PhaseContext, init_from: str | None) -> PhaseSpec | None:
         g.max_response_tokens,
         num_gpus=cluster.num_gpus,
     )
-    ok = gen.fits & (gen.tp <= cluster.nvlink_domain_size)
+    ok = gen.fits & (gen.tp <= min(cluster.nvlink_domain_size, cluster.num_gpus))
     if not ok.any():
-        from scaleplan.specs.errors import SpecError
-
+        largest = int(gen.tp[gen.tp <= cluster.nvlink_domain_size].max(initial=1))
         raise SpecError(
-            f"GRPO rollouts of {ctx.model.params_total / 1e9:.1f}B parameters do not fit an inference "
-            f"engine of up to {int(gen.tp.max())} GPUs; raise phases.post_training_gpus or use a "
-            "GPU with more memory",
+            f"GRPO rollouts: the {ctx.model.params_total / 1e9:.1f}B-parameter model and one "
+            f"sequence's KV cache do not fit an inference engine of {largest} GPUs (tensor "
+            "parallel within one NVLink domain); use a GPU with more memory, a larger "
+            "phases.post_training_gpus slice if it is below one NVLink domain, shorter "
+            "responses (grpo.max_response_tokens), or drop the grpo phase",
             field="phases.grpo",
         )
     i = int(np.argmin(np.where(ok, gen.time_s, np.inf)))

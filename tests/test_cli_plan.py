@@ -94,6 +94,15 @@ def test_out_writes_a_plan_file_that_round_trips(
         ),
         ({"hours": None}, "", "give hours, dollars, or both"),
         ({"hours": 0.002}, "target", "shrink the vocabulary (data.vocab_size)"),
+        (
+            {
+                "gpus": 256,
+                "target": {"kind": "fixed-size", "params": 4e11},
+                "phases": {"grpo": {"prompts": 100}},
+            },
+            "phases.grpo",
+            "drop the grpo phase",
+        ),
         ({"moe": {"num_experts": 8, "top_k": 2}}, "", "needs architecture: moe"),
         (
             {"architecture": "moe", "moe": {"num_experts": 4, "top_k": 8}},
