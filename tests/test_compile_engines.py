@@ -156,6 +156,60 @@ def test_known_deepspeed_keys_are_deepspeed_keys() -> None:
         assert re.search(rf"['\"]{key}['\"]", source) or re.search(rf"\b{key}\s*:", source), key
 
 
+# --- every example plan ----------------------------------------------------------------------
+
+EXAMPLES = sorted((TESTS.parent / "specs" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@needs_megatron
+@needs_deepspeed
+def test_every_example_plan_compiles_where_its_layouts_allow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Plan each shipped budget; compile every phase with every engine whose layout allows it;
+    every emitted document passes the engine's own validation."""
+    if not EXAMPLES or importlib.util.find_spec("scaleplan.planner.planning") is None:
+        pytest.skip("no example budgets or planner yet")
+    import deepspeed.runtime.config as ds_config
+
+    from scaleplan.executor.compile.megatron_core import build_configs
+    from scaleplan.planner.planning import plan as make_plan
+    from scaleplan.specs.budget import BudgetSpec
+    from scaleplan.specs.loader import load_spec
+
+    monkeypatch.setattr(ds_config.dist, "get_rank", lambda *a, **k: 0)
+    compiled_phases: dict[str, int] = {"megatron": 0, "megatron-lm": 0, "deepspeed": 0}
+    for path in EXAMPLES:
+        plan = make_plan(load_spec(BudgetSpec, path))
+        # scaleplan's own entry point (megatron-core) runs every layout the planner emits
+        compile_plan(plan, "megatron")
+        for ctx in phase_contexts(plan):
+            for engine in compiled_phases:
+                try:
+                    out = compile_plan(plan, engine, phases=(ctx.name,))
+                except NotImplementedFeature as err:
+                    assert engine != "megatron" and err.field, (path.name, ctx.name, err)
+                    continue
+                compiled_phases[engine] += 1
+                for name, text in out.files.items():
+                    if name.endswith("megatron_core.json"):
+                        doc = json.loads(text)
+                        tc = doc["transformer_config"]
+                        if tc.get("fp8") and tc.get("num_moe_experts") and not _te_installed():
+                            doc["transformer_config"] = {
+                                k: v for k, v in tc.items() if not k.startswith("fp8")
+                            }
+                        build_configs(doc)
+                    elif name.endswith("deepspeed.json"):
+                        cfg = json.loads(text)
+                        dp = ctx.phase.layout.dp
+                        ds = ds_config.DeepSpeedConfig(cfg, mpu=_DataParallelOnly(dp))
+                        assert ds.train_batch_size == ctx.phase.layout.global_batch
+    assert compiled_phases["megatron"] >= len(EXAMPLES) * 3
+    assert compiled_phases["megatron-lm"] > 0 and compiled_phases["deepspeed"] > 0
+
+
 # --- process groups and per-rank parameters (4 processes, gloo) ------------------------------
 
 FOUR_RANK_CASES = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaleplan.specs.errors import SpecError
+from scaleplan.specs.errors import NotImplementedFeature, SpecError
 from scaleplan.specs.plan import Plan
 
 from .common import ENGINES, PhaseContext, phase_contexts
@@ -117,9 +117,14 @@ def compile_plan(
     out = CompiledPlan(engine=engine)
     out.add("plan.json", plan.model_dump_json(indent=2) + "\n")
     dirs: list[str] = []
+    refused: list[tuple[PhaseContext, SpecError]] = []
     for ctx in ctxs:
         phase_dir = f"{ctx.index + 1:02d}-{ctx.name}"
-        _phase_files(ctx, engine, phase_dir, run_dir, out)
+        try:
+            _phase_files(ctx, engine, phase_dir, run_dir, out)
+        except SpecError as err:
+            refused.append((ctx, err))
+            continue
         dirs.append(phase_dir)
         out.phases.append(
             {
@@ -132,6 +137,13 @@ def compile_plan(
                 "init_from": ctx.phase.init_from,
             }
         )
+    if refused:
+        _, first = refused[0]
+        ok = [c.name for c in ctxs if c.name not in {r.name for r, _ in refused}]
+        if ok and all(isinstance(e, NotImplementedFeature) for _, e in refused):
+            hint = f" (the {engine} engine can compile: --phases {','.join(ok)})"
+            raise NotImplementedFeature(first.reason + hint, field=first.field, source=first.source)
+        raise first
     if (
         ctxs
         and ctxs[0].phase.init_from is not None

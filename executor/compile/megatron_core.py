@@ -183,7 +183,16 @@ def ddp_config(ctx: PhaseContext) -> dict[str, Any]:
         "use_distributed_optimizer": _distributed_optimizer(ctx),
         "check_for_nan_in_grad": True,
     }
+    if lay.zero_stage >= 2:
+        # Megatron-FSDP: ZeRO-2 shards optimizer state and gradients, ZeRO-3 also the parameters
+        # (Rajbhandari et al. 2020, sec. 5); it rides on the distributed optimizer
+        kw["use_megatron_fsdp"] = True
+        kw["data_parallel_sharding_strategy"] = fsdp_strategy(lay.zero_stage)
     return kw
+
+
+def fsdp_strategy(zero_stage: int) -> str:
+    return {2: "optim_grads", 3: "optim_grads_params"}[zero_stage]
 
 
 def parallel_state_kwargs(ctx: PhaseContext) -> dict[str, Any]:
@@ -233,12 +242,6 @@ def megatron_core_document(ctx: PhaseContext) -> dict[str, Any]:
             "parameter offload is a DeepSpeed ZeRO-3 feature; Megatron-core has none "
             "(compile with --engine deepspeed)",
             field=f"{ctx.field}.layout.offload_params",
-        )
-    if lay.zero_stage >= 2:
-        raise NotImplementedFeature(
-            f"ZeRO-{lay.zero_stage} layouts train through DeepSpeed in scaleplan's entry point "
-            "(compile with --engine deepspeed; --engine megatron-lm emits Megatron-FSDP flags)",
-            field=f"{ctx.field}.layout.zero_stage",
         )
     if lay.offload_optimizer and not _distributed_optimizer(ctx):
         raise SpecError(

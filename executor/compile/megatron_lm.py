@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from scaleplan.specs.errors import NotImplementedFeature
 
 from .common import PhaseContext, data_blend, phase_contexts
-from .megatron_core import moe_layer_freq
+from .megatron_core import fsdp_strategy, moe_layer_freq
 
 MEGATRON_LM_VERSION = "core_v0.16.1"
 _WSD_SHAPES = {
@@ -177,8 +177,18 @@ def _layout_args(ctx: PhaseContext) -> list[str]:
     if lay.sequence_parallel:
         out += ["--sequence-parallel"]
     if lay.zero_stage >= 2:
-        strategy = "optim_grads" if lay.zero_stage == 2 else "optim_grads_params"
-        out += ["--use-megatron-fsdp", "--data-parallel-sharding-strategy", strategy]
+        # the flag set Megatron-LM's Megatron-FSDP guide requires (docs, core_v0.16.1)
+        out += [
+            "--use-megatron-fsdp",
+            "--data-parallel-sharding-strategy",
+            fsdp_strategy(lay.zero_stage),
+        ]
+        out += [
+            "--no-gradient-accumulation-fusion",
+            "--use-distributed-optimizer",
+            "--ckpt-format",
+            "fsdp_dtensor",
+        ]
     elif lay.distributed_optimizer or lay.zero_stage == 1:
         out += ["--use-distributed-optimizer"]
     if lay.offload_optimizer:

@@ -20,7 +20,6 @@ from .megatron_lm import MEGATRON_LM_VERSION, MegatronLMArgs
 NCCL_ENV: tuple[tuple[str, str], ...] = (
     ("NCCL_DEBUG", "WARN"),
     ("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"),
-    ("CUDA_DEVICE_MAX_CONNECTIONS", "1"),  # Megatron: keep TP comm kernels ordered before compute
     ("NCCL_IB_TIMEOUT", "22"),
     ("OMP_NUM_THREADS", "1"),
 )
@@ -51,8 +50,15 @@ def _header(title: str, plan_name: str) -> list[str]:
     ]
 
 
-def _env_defaults() -> list[str]:
-    return [f'export {k}="${{{k}:-{v}}}"' for k, v in NCCL_ENV]
+def _env_defaults(ctx: PhaseContext) -> list[str]:
+    lines = [f'export {k}="${{{k}:-{v}}}"' for k, v in NCCL_ENV]
+    if ctx.phase.layout.zero_stage >= 2:
+        # Megatron-FSDP asserts CUDA_DEVICE_MAX_CONNECTIONS != 1 (Megatron-LM validate_args)
+        lines.append("unset CUDA_DEVICE_MAX_CONNECTIONS")
+    else:
+        # Megatron: one hardware queue keeps TP/SP communication ordered before dependent compute
+        lines.append('export CUDA_DEVICE_MAX_CONNECTIONS="${CUDA_DEVICE_MAX_CONNECTIONS:-1}"')
+    return lines
 
 
 def literal(line: str, value: str) -> list[str]:
@@ -90,7 +96,7 @@ def torchrun_script(
         'MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"',
         'MASTER_PORT="${MASTER_PORT:-29500}"',
         'TORCHRUN="${TORCHRUN:-torchrun}"',
-        *_env_defaults(),
+        *_env_defaults(ctx),
         'mkdir -p "$RUN_DIR/checkpoints" "$RUN_DIR/metrics"',
         'cmd=("$TORCHRUN" --nproc-per-node "$GPUS_PER_NODE" --nnodes "$NNODES" --node-rank "$NODE_RANK"',
         '     --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT")',
@@ -173,7 +179,7 @@ def sbatch_script(ctx: PhaseContext, phase_dir: str) -> str:
         "MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))  # one port per job",
         'NNODES="$SLURM_JOB_NUM_NODES"',
         "export MASTER_ADDR MASTER_PORT NNODES",
-        *_env_defaults(),
+        *_env_defaults(ctx),
         f'srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash "$COMPILED"/{q(phase_dir)}/torchrun.sh',
     ]
     return "\n".join(lines) + "\n"
