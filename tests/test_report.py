@@ -267,3 +267,64 @@ def test_example_budget_report_under_10s(example: Path, tmp_path: Path) -> None:
     for key in ("1_scaling_law", "3_layout_search", "4_memory", "5_pipeline_timeline", "6_phases"):
         assert figures[key].status == "ok", (key, figures[key].reason)
     assert figures["2_loss_forecast"].status == "ok" or figures["2_loss_forecast"].reason
+
+
+# --- loss forecast ---------------------------------------------------------------------------------
+
+
+def test_lr_per_step_follows_the_megatron_schedule() -> None:
+    from scaleplan.planner.report.forecast_data import lr_per_step
+    from scaleplan.specs.plan import ScheduleSpec
+
+    peak = 1e-3
+    warm = lr_per_step(ScheduleSpec(style="wsd", peak_lr=peak, warmup_steps=4), 10)
+    assert np.allclose(warm, [0, peak / 4, peak / 2, 3 * peak / 4] + [peak] * 6)
+    anneal = lr_per_step(
+        ScheduleSpec(style="wsd", peak_lr=peak, start_lr=peak, decay_steps=100, decay_shape="sqrt"),
+        100,
+    )
+    i = np.arange(100)
+    assert np.allclose(anneal, peak * (1 - np.sqrt(i / 100)))  # Megatron's minus_sqrt WSD decay
+    cos = lr_per_step(
+        ScheduleSpec(style="cosine", peak_lr=peak, min_lr=peak / 10, warmup_steps=10), 110
+    )
+    assert (
+        cos[10] == pytest.approx(peak)
+        and cos[60] == pytest.approx(0.55 * peak)
+        and cos[10:].min() >= peak / 10
+    )
+    lin = lr_per_step(ScheduleSpec(style="linear", peak_lr=peak, warmup_steps=0), 50)
+    assert lin[0] == pytest.approx(peak) and np.all(np.diff(lin) < 0)
+    assert np.all(lr_per_step(ScheduleSpec(style="constant", peak_lr=peak), 7) == peak)
+
+
+def test_forecast_without_schedule_fit_or_loss_says_why() -> None:
+    fig = by_key(draw_figures(with_law(tiny_plan()), strict=True))["2_loss_forecast"]
+    assert fig.status == "missing" and "schedule fit" in (fig.reason or "")
+
+
+def test_forecast_from_published_prior_is_anchored_to_the_law() -> None:
+    plan = with_law(tiny_plan(), preset="chinchilla", predicted_loss=3.0)
+    fig = by_key(draw_figures(plan, strict=True))["2_loss_forecast"]
+    assert fig.status == "ok" and "published multi-power-law fit" in fig.caption
+    assert "The anneal lowers the forecast loss by" in fig.caption
+
+
+def test_forecast_from_a_schedule_fit(tmp_path: Path) -> None:
+    from scaleplan.planner.laws.schedule_law import MPL_PRESETS
+    from scaleplan.specs.budget import BudgetSpec
+
+    fit = tmp_path / "schedule.json"
+    fit.write_text(json.dumps({"params": MPL_PRESETS["100M"].to_dict()}))
+    budget = BudgetSpec(gpu="H100", gpus=1, hours=1, law={"schedule_fit": str(fit)})
+    plan = tiny_plan(phases=("pretrain", "anneal"), steps=200).model_copy(update={"budget": budget})
+    fig = by_key(draw_figures(plan, strict=True))["2_loss_forecast"]
+    assert fig.status == "ok" and "fitted to your loss curves" in fig.caption
+    gain = float(re.search(r"lowers the forecast loss by ([0-9.]+) nats", fig.caption).group(1))
+    assert gain > 0  # decaying the LR lowers the loss (Luo et al. 2025)
+    fit.write_text('{"params": {"L0": 1}}')
+    fig = by_key(draw_figures(plan, strict=True))["2_loss_forecast"]
+    assert fig.status == "missing" and "no multi-power-law parameters" in (fig.reason or "")
+    fit.unlink()
+    fig = by_key(draw_figures(plan, strict=True))["2_loss_forecast"]
+    assert fig.status == "missing" and "was not found" in (fig.reason or "")

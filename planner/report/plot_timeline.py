@@ -212,7 +212,7 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     ax.set_title(
         f"One {phase.name} step: {sched}, {stages_text}"
         + (f" × {layout.vp} virtual" if layout.vp > 1 else "")
-        + f", {m} micro-batches"
+        + f", {m} micro-batch{'es' if m != 1 else ''}"
     )
     bubble_frac = busy.get("bubble", 0.0) / (makespan_s * len(stages)) if makespan_s > 0 else 0.0
     # Narayanan et al. 2021 eq. 1 (÷v interleaved): bubble over ideal time
