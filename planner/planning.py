@@ -213,6 +213,9 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
             "layout": result.best.model_dump(mode="json", exclude_defaults=True),
             "mfu": mfu,
             "tokens_time": tokens_time,
+            # C = GPUs x seconds x goodput x achievable FLOP/s (MFU x peak), in model FLOPs ...
+            "compute_model_flops": num_gpus * train_s * mfu * peak,
+            # ... and as the law counts it, 6 N D
             "compute_6nd": compute,
         }
         iterations.append(record)
