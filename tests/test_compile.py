@@ -345,11 +345,9 @@ def _recorder(tmp_path: Path) -> Path:
 
 
 def _recorded(rec_dir: Path) -> list[list[str]]:
-    return [
-        (rec_dir / str(i)).read_bytes().split(b"\0")[:-1]
-        and [a.decode() for a in (rec_dir / str(i)).read_bytes().split(b"\0")[:-1]]
-        for i in range(1, len(list(rec_dir.iterdir())) + 1)
-    ]
+    """Every recorded argv, in call order."""
+    calls = sorted(rec_dir.iterdir(), key=lambda p: int(p.name))
+    return [[a.decode() for a in p.read_bytes().split(b"\0")[:-1]] for p in calls]
 
 
 def test_torchrun_script_passes_weird_names_intact(tmp_path: Path) -> None:
