@@ -401,21 +401,11 @@ def test_megatron_lm_flags_parse_with_megatron_lms_parser(tmp_path: Path) -> Non
             except NotImplementedFeature:
                 continue
             data = [x for w, p in lm.data for x in (str(w), p)]
-            arg_lists.append(
-                (
-                    f"{name}/{ctx.name}",
-                    [
-                        *lm.args,
-                        "--data-path",
-                        *data,
-                        "--save",
-                        "s",
-                        "--load",
-                        "l",
-                        *lm.first_start_flags,
-                    ],
+            extra = ["--data-path", *data, "--save", "s", "--load", "l", *lm.first_start_flags]
+            for tok in ["tok"] if lm.sft else [None, "tok"]:
+                arg_lists.append(
+                    (f"{name}/{ctx.name}/{tok}", [*lm.args, *lm.tokenizer_args(tok), *extra])
                 )
-            )
     (tmp_path / "args.json").write_text(json.dumps(arg_lists))
     env = dict(
         os.environ,

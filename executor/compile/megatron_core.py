@@ -249,6 +249,7 @@ def megatron_core_document(ctx: PhaseContext) -> dict[str, Any]:
             field=f"{ctx.field}.layout.offload_optimizer",
         )
     cls, tc = transformer_config(ctx)
+    needs_te = lay.precision == "fp8" or lay.sequence_parallel or lay.cp > 1
     return {
         "engine": "megatron-core",
         "megatron_core_version": MEGATRON_CORE_VERSION,
@@ -265,7 +266,9 @@ def megatron_core_document(ctx: PhaseContext) -> dict[str, Any]:
             else "learned_absolute",
             "rotary_base": ctx.rope_base,
             "share_embeddings_and_output_weights": model.tied_embeddings,
-            "layer_spec": "transformer_engine" if lay.precision == "fp8" else "local",
+            # fp8, sequence and context parallelism need TransformerEngine's layers; otherwise the
+            # local (pure megatron-core) spec runs anywhere, CPU included
+            "layer_spec": "transformer_engine" if needs_te else "local",
         },
         "training": training_settings(ctx),
     }

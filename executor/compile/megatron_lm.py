@@ -41,6 +41,22 @@ class MegatronLMArgs:
     save_dir: str
     init_dir: str | None
     first_start_flags: list[str] = field(default_factory=list)  # only when loading init_dir
+    vocab_size: int = 0
+    sft: bool = False
+
+    def tokenizer_args(self, tokenizer_model: str | None) -> list[str]:
+        """SFT needs a chat-template tokenizer (SFTTokenizer over a Hugging Face model); pretraining
+        takes a Hugging Face tokenizer, or NullTokenizer over pre-tokenized data (EOD = vocab - 1)."""
+        if self.sft:
+            return ["--tokenizer-type", "SFTTokenizer", "--tokenizer-model", tokenizer_model or ""]
+        if tokenizer_model:
+            return [
+                "--tokenizer-type",
+                "HuggingFaceTokenizer",
+                "--tokenizer-model",
+                tokenizer_model,
+            ]
+        return ["--tokenizer-type", "NullTokenizer", "--vocab-size", str(self.vocab_size - 1)]
 
 
 def _num(x: float) -> str:
@@ -151,7 +167,6 @@ def _model_args(ctx: PhaseContext) -> list[str]:
         if moe.num_shared_experts:
             size = moe.num_shared_experts * moe.expert_ffn_hidden_size
             out += ["--moe-shared-expert-intermediate-size", str(size)]
-    out += ["--tokenizer-type", "NullTokenizer", "--vocab-size", str(m.vocab_size - 1)]
     return out
 
 
@@ -277,4 +292,6 @@ def megatron_lm_args(ctx: PhaseContext) -> MegatronLMArgs:
         save_dir=ctx.save_dir,
         init_dir=ctx.init_dir,
         first_start_flags=first,
+        vocab_size=ctx.plan.model.vocab_size,
+        sft=kind == "sft",
     )

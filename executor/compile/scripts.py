@@ -143,6 +143,27 @@ def _megatron_lm_lines(ctx: PhaseContext, lm: MegatronLMArgs) -> list[str]:
         groups[-1].append(q(arg))
     for i in range(0, len(groups), 4):
         lines.append("cmd+=(" + " ".join(" ".join(g) for g in groups[i : i + 4]) + ")")
+    lines.append(
+        'TOKENIZER_MODEL="${TOKENIZER_MODEL:-}"  # a Hugging Face tokenizer (name or folder)'
+    )
+    if lm.sft:
+        lines += [
+            'if [ -z "$TOKENIZER_MODEL" ] && [ -z "${SCALEPLAN_DRY_RUN:-}" ]; then',
+            '  echo "SFT needs TOKENIZER_MODEL (a Hugging Face tokenizer with a chat template)" >&2',
+            "  exit 2",
+            "fi",
+            "cmd+=(" + " ".join(q(a) for a in lm.tokenizer_args("X")[:-1]) + ' "$TOKENIZER_MODEL")',
+        ]
+    else:
+        lines += [
+            'if [ -n "$TOKENIZER_MODEL" ]; then',
+            "  cmd+=("
+            + " ".join(q(a) for a in lm.tokenizer_args("X")[:-1])
+            + ' "$TOKENIZER_MODEL")',
+            "else  # pre-tokenized data: NullTokenizer, end-of-document id = vocab_size - 1",
+            "  cmd+=(" + " ".join(q(a) for a in lm.tokenizer_args(None)) + ")",
+            "fi",
+        ]
     data = []
     for weight, prefix in lm.data:
         path = q(prefix) if prefix.startswith("/") else f'"$DATA_DIR"/{q(prefix)}'
