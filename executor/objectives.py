@@ -104,6 +104,7 @@ def response_microbatch(tok: Tokenizer, rows: list[tuple[str, str]], seq_length:
 def sft_batches(
     tok: Tokenizer,
     seed: int,
+    kinds: dict[str, float],
     seq: int,
     step_base: int,
     dp_rank: int,
@@ -113,7 +114,7 @@ def sft_batches(
 ) -> list[MicroBatch]:
     out = []
     for m in range(n_micro):
-        ts = [tasks.task(i, seed) for i in sample_indices(step_base, m, dp_rank, dp, mb)]
+        ts = [tasks.task(i, seed, kinds=kinds) for i in sample_indices(step_base, m, dp_rank, dp, mb)]
         out.append(response_microbatch(tok, [(t.prompt, t.answer) for t in ts], seq))
         out[-1].meta = ts
     return out
@@ -126,6 +127,7 @@ sft_loss = lm_loss
 def dpo_batches(
     tok: Tokenizer,
     seed: int,
+    kinds: dict[str, float],
     seq: int,
     step_base: int,
     dp_rank: int,
@@ -137,7 +139,7 @@ def dpo_batches(
     out = []
     for m in range(n_micro):
         idx = sample_indices(step_base, m, dp_rank, dp, mb)
-        ts = [tasks.task(i, seed) for i in idx]
+        ts = [tasks.task(i, seed, kinds=kinds) for i in idx]
         rejected = [
             tasks.corrupt(t, np.random.default_rng((seed, 11, i)))
             for t, i in zip(ts, idx, strict=True)
@@ -177,14 +179,10 @@ def dpo_loss(
 
 
 # ---- GRPO ----------------------------------------------------------------------------------
-def grpo_prompts(seed: int, step: int, dp_rank: int, prompts_per_rank: int) -> list[tasks.Task]:
-    base = (step * 1_000 + dp_rank) * prompts_per_rank
-    return [tasks.task(base + k, seed + 1) for k in range(prompts_per_rank)]
-
-
-def heldout_prompts(seed: int, dp_rank: int, dp: int, total: int) -> list[tasks.Task]:
+def heldout_prompts(seed: int, kinds: dict[str, float], dp_rank: int, dp: int, total: int) -> list[tasks.Task]:
+    """This DP rank's share of a fixed set of held-out tasks (never trained on)."""
     per = total // dp
-    return [tasks.task(dp_rank * per + k, seed, held_out=True) for k in range(per)]
+    return [tasks.task(dp_rank * per + k, seed, held_out=True, kinds=kinds) for k in range(per)]
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:

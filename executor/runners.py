@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+
 from scaleplan.executor import objectives as obj
 from scaleplan.executor.data import tasks
 from scaleplan.executor.data.packing import MixedData, PackedSource, token_stream
@@ -32,6 +33,7 @@ from scaleplan.specs.plan import PhaseSpec, Plan
 TEXT_KINDS = {"lm"}
 HELDOUT_PROMPTS = 32
 HELDOUT_SAMPLES = 4
+GENERATION_MICRO_BATCH = 64
 
 
 def cache_dir(run_dir: Path) -> Path:
@@ -76,6 +78,12 @@ class Runner:
         self.cache = cache_dir(run_dir)
         self.tok = build_on_rank0(lambda: load_or_train(self.cache, plan.model.vocab_size))
         self.eos, self.pad = special_ids(self.tok)
+        self.kinds: dict[str, float] = {}
+        if phase.objective.kind != "lm":
+            try:
+                self.kinds = tasks.kind_weights([(d.name, d.weight) for d in phase.data])
+            except ValueError as err:
+                raise SpecError(str(err), field=f"phases.{phase.name}.data") from None
 
     def reduce(
         self, reports: list[dict[str, torch.Tensor]], keys: tuple[str, ...] | None = None
@@ -152,6 +160,7 @@ class SFTRunner(Runner):
             obj.sft_batches(
                 self.tok,
                 self.seed,
+                self.kinds,
                 self.seq,
                 consumed,
                 self.dp_rank,
@@ -165,7 +174,7 @@ class SFTRunner(Runner):
 
     def evaluate(self) -> dict[str, float]:
         per = HELDOUT_PROMPTS // self.dp // self.mb * self.mb
-        ts = obj.heldout_prompts(self.seed, self.dp_rank, self.dp, per * self.dp)
+        ts = obj.heldout_prompts(self.seed, self.kinds, self.dp_rank, self.dp, per * self.dp)
         batches = [
             obj.response_microbatch(
                 self.tok, [(t.prompt, t.answer) for t in ts[i : i + self.mb]], self.seq
@@ -180,7 +189,7 @@ def _ref_logp(
     per_token_out: bool, batch: obj.MicroBatch, per_token: torch.Tensor
 ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
     value = -per_token.float() if per_token_out else obj.sequence_logp(batch, per_token)
-    return torch.zeros(()), 1, {"logp": value.detach()}
+    return torch.zeros(()), torch.tensor(1), {"logp": value.detach()}
 
 
 class DPORunner(Runner):
@@ -203,14 +212,14 @@ class DPORunner(Runner):
         self, step: int, consumed: int
     ) -> tuple[list[obj.MicroBatch], Any, dict[str, float]]:
         batches = obj.dpo_batches(
-            self.tok, self.seed, self.seq, consumed, self.dp_rank, self.dp, self.mb, self.n_micro
+            self.tok, self.seed, self.kinds, self.seq, consumed, self.dp_rank, self.dp, self.mb, self.n_micro
         )
         return self._with_reference(batches), partial(obj.dpo_loss, self.beta), {}
 
     def evaluate(self) -> dict[str, float]:
         """Reward margin on held-out pairs."""
         batches = obj.dpo_batches(
-            self.tok, self.seed + 99, self.seq, 0, self.dp_rank, self.dp, self.mb, 2
+            self.tok, self.seed + 99, self.kinds, self.seq, 0, self.dp_rank, self.dp, self.mb, 2
         )
         reports = self.run_schedule(
             self.chunks,
@@ -270,15 +279,16 @@ class GRPORunner(Runner):
         cur, done = lengths.clone(), torch.zeros(len(prompts), dtype=torch.bool)
         gen = torch.Generator().manual_seed(seed)
         ps = self.ps
+        gmb = next(m for m in range(min(len(prompts), GENERATION_MICRO_BATCH), 0, -1) if len(prompts) % m == 0)
         for _ in range(self.max_new):
-            batches = [
+            batches = [  # forward-only passes may use larger micro-batches than training
                 obj.MicroBatch(
-                    tokens[i : i + self.mb],
-                    tokens[i : i + self.mb],
+                    tokens[i : i + gmb],
+                    tokens[i : i + gmb],
                     torch.zeros(0),
-                    extra={"pos": cur[i : i + self.mb] - 1},
+                    extra={"pos": cur[i : i + gmb] - 1},
                 )
-                for i in range(0, len(prompts), self.mb)
+                for i in range(0, len(prompts), gmb)
             ]
             outs = self.run_schedule(
                 self.chunks,
@@ -330,7 +340,7 @@ class GRPORunner(Runner):
         self, step: int, consumed: int
     ) -> tuple[list[obj.MicroBatch], Any, dict[str, float]]:
         base = consumed // self.group + self.dp_rank * self.prompts_per_rank
-        prompts = [tasks.task(base + k, self.seed + 1) for k in range(self.prompts_per_rank)]
+        prompts = [tasks.task(base + k, self.seed + 1, kinds=self.kinds) for k in range(self.prompts_per_rank)]
         rows = [t for t in prompts for _ in range(self.group)]
         tokens, lengths, cur = self.generate(
             rows, seed=self.seed * 1_000_003 + step * 1_009 + self.dp_rank, greedy=False
@@ -362,12 +372,12 @@ class GRPORunner(Runner):
             )
         return batches, partial(obj.grpo_loss, self.clip, self.kl_beta), {}
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, Any]:
         """Mean exact-match reward on held-out prompts: sampled (at the phase temperature) and greedy."""
         per = max(self.mb, HELDOUT_PROMPTS // self.dp // self.mb * self.mb)
-        prompts = obj.heldout_prompts(self.seed, self.dp_rank, self.dp, per * self.dp)
+        prompts = obj.heldout_prompts(self.seed, self.kinds, self.dp_rank, self.dp, per * self.dp)
         sampled = [t for t in prompts for _ in range(HELDOUT_SAMPLES)]
-        out = {}
+        out: dict[str, Any] = {}
         for name, rows, greedy in (
             ("heldout_reward", sampled, False),
             ("heldout_greedy_reward", prompts, True),
@@ -383,6 +393,10 @@ class GRPORunner(Runner):
                 vec.zero_()
             dist.all_reduce(vec)
             out[name] = float(vec[0] / vec[1])
+        out["examples"] = [  # greedy completions of this rank's first held-out prompts
+            [t.prompt, obj.decode_completion(self.tok, tokens[i, lengths[i] : cur[i]].tolist()), t.answer]
+            for i, t in enumerate(prompts[:4])
+        ]
         return out
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
 from scaleplan.executor import checkpoints as ckpt
 from scaleplan.executor.metrics import MetricsWriter
 from scaleplan.specs.errors import SpecError
@@ -248,6 +249,23 @@ def wrap_ddp(chunks: list[Any], config: Any, phase: PhaseSpec) -> list[Any]:
     ]
 
 
+def wire_schedule_hooks(config: Any, chunks: list[Any], optimizer: Any) -> None:
+    """What megatron's schedules call: DP grad sync (finalize), no_sync across micro-batches,
+    loss scaling, and the overlapped grad reduce / param gather of the DDP buckets."""
+    from megatron.core.distributed import finalize_model_grads
+
+    def one_or_list(fns: list[Any]) -> Any:
+        return fns[0] if len(fns) == 1 else fns
+
+    config.finalize_model_grads_func = finalize_model_grads
+    config.grad_scale_func = optimizer.scale_loss
+    config.no_sync_func = one_or_list([c.no_sync for c in chunks])
+    if chunks[0].ddp_config.overlap_grad_reduce:
+        config.grad_sync_func = one_or_list([c.start_grad_sync for c in chunks])
+    if chunks[0].ddp_config.overlap_param_gather:
+        config.param_sync_func = one_or_list([c.start_param_sync for c in chunks])
+
+
 # ---- optimizer and LR schedule ------------------------------------------------------------------
 def build_optimizer(chunks: list[Any], config: Any, phase: PhaseSpec) -> Any:
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
@@ -264,6 +282,7 @@ def build_optimizer(chunks: list[Any], config: Any, phase: PhaseSpec) -> Any:
         bf16=config.bf16,
         params_dtype=config.params_dtype,
         use_distributed_optimizer=lay.distributed_optimizer or lay.zero_stage == 1,
+        overlap_param_gather=lay.overlap_param_gather and lay.distributed_optimizer,
     )
     return get_megatron_optimizer(opt_config, chunks)
 
@@ -305,18 +324,23 @@ def build_scheduler(optimizer: Any, phase: PhaseSpec) -> Any:
 
 
 # ---- checkpoints (megatron dist_checkpointing: resharding across layouts) -------------------------
+def _unwrap(chunk: Any) -> Any:
+    """The GPTModel inside a DDP wrapper (same keys for the policy and the frozen reference)."""
+    return getattr(chunk, "module", chunk)
+
+
 def model_state(chunks: list[Any]) -> dict[str, Any]:
     if len(chunks) == 1:
-        return {"model": chunks[0].sharded_state_dict()}
-    return {f"model{i}": c.sharded_state_dict() for i, c in enumerate(chunks)}
+        return {"model": _unwrap(chunks[0]).sharded_state_dict()}
+    return {f"model{i}": _unwrap(c).sharded_state_dict() for i, c in enumerate(chunks)}
 
 
 def load_model_state(chunks: list[Any], state: dict[str, Any]) -> None:
     if len(chunks) == 1:
-        chunks[0].load_state_dict(state["model"])
+        _unwrap(chunks[0]).load_state_dict(state["model"])
     else:
         for i, c in enumerate(chunks):
-            c.load_state_dict(state[f"model{i}"])
+            _unwrap(c).load_state_dict(state[f"model{i}"])
 
 
 def save_checkpoint(
@@ -383,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
         return train_deepspeed(plan, phase, run_dir, args)
 
     from megatron.core.pipeline_parallel import get_forward_backward_func
+
     from scaleplan.executor.runners import make_runner
 
     device = init_distributed(phase)
@@ -396,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     chunks = wrap_ddp(build_model(plan, phase, config, device, rope_base), config, phase)
     optimizer = build_optimizer(chunks, config, phase)
     scheduler = build_scheduler(optimizer, phase)
+    wire_schedule_hooks(config, chunks, optimizer)
 
     reference: list[Any] | None = None
     if phase.objective.kind in ("dpo", "grpo"):  # frozen copy of the starting policy
@@ -482,6 +508,9 @@ def main(argv: list[str] | None = None) -> None:
             "backend": "megatron",
             "resumed_from": str(resume_from or ""),
             "rope_base": rope_base,
+            "seq_length": phase.seq_length,
+            "model": plan.model.model_dump(mode="json"),
+            "cluster": plan.cluster.model_dump(mode="json"),
             "model_flops_per_token": metrics.model_flops_per_token,
         }
     )

@@ -37,11 +37,18 @@ def tiny_plan(
     global_batch: int = 8,
     seq_length: int = 64,
     name: str = "tiny",
+    phase_layouts: dict[str, dict[str, int | bool]] | None = None,
+    phase_overrides: dict[str, dict[str, object]] | None = None,
 ) -> Plan:
-    """A plan for a 4-layer, hidden-64 model that trains on CPU in seconds per phase."""
+    """A plan for a 4-layer, hidden-64 model that trains on CPU in seconds per phase.
+
+    `phase_layouts` overrides layout fields of single phases (e.g. {"anneal": {"tp": 1, "pp": 2}}),
+    `phase_overrides` other phase fields (e.g. {"grpo": {"steps": 30}})."""
     num_gpus = tp * pp * dp
     model = tiny_model(moe=moe, seq_length=seq_length)
-    cluster = make_cluster("H100-SXM5-80GB", num_gpus)
+    most = max([num_gpus] + [int(f.get("tp", tp)) * int(f.get("pp", pp)) * int(f.get("dp", dp))
+                             for f in (phase_layouts or {}).values()])
+    cluster = make_cluster("H100-SXM5-80GB", most)
 
     def layout(gb: int = global_batch) -> LayoutSpec:
         return LayoutSpec(
@@ -99,6 +106,11 @@ def tiny_plan(
             init_from="dpo",
         ),
     }
+    for pname, fields in (phase_layouts or {}).items():
+        lay = wanted[pname].layout.model_copy(update=fields)
+        wanted[pname] = wanted[pname].model_copy(update={"layout": lay, "num_gpus": lay.num_gpus})
+    for pname, fields in (phase_overrides or {}).items():
+        wanted[pname] = PhaseSpec.model_validate({**wanted[pname].model_dump(), **fields})
     chosen = [wanted[p] for p in phases]
     # a phase whose init_from is not in the plan starts from scratch
     names = {p.name for p in chosen}

@@ -1,0 +1,163 @@
+"""DeepSpeed backend for ZeRO layouts (zero_stage 1-3): pretrain/anneal/long_context and SFT.
+
+Called by `train.py` (`--backend deepspeed`, the default for zero_stage >= 2). The model is
+`torch_gpt.TorchGPT`, built from the same ModelSpec (see its docstring for why not megatron's
+GPTModel); data order, micro-batches and losses are the megatron path's (`objectives`), so a
+ZeRO run sees the same samples as a megatron run of the same plan. The LR follows the plan's
+schedule through megatron-core's OptimizerParamScheduler applied to DeepSpeed's optimizer.
+
+DeepSpeed notes (shared/notes/engines-on-cpu.md): `"torch_adam": true` avoids the ~50 s FusedAdam
+JIT build; the CPU accelerator's shared-memory op is compiled once into TORCH_EXTENSIONS_DIR
+(default ~/.cache/scaleplan/torch_extensions) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from scaleplan.executor import checkpoints as ckpt
+from scaleplan.executor.metrics import MetricsWriter
+from scaleplan.specs.errors import NotImplementedFeature, SpecError
+from scaleplan.specs.plan import PhaseSpec, Plan
+
+TAG = "ds"
+
+
+def ds_config(phase: PhaseSpec, on_gpu: bool) -> dict[str, Any]:
+    lay, s = phase.layout, phase.schedule
+    zero: dict[str, Any] = {"stage": lay.zero_stage}
+    if lay.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if lay.offload_params and lay.zero_stage == 3:
+        zero["offload_param"] = {"device": "cpu"}
+    return {
+        "train_batch_size": lay.global_batch,
+        "train_micro_batch_size_per_gpu": lay.micro_batch,
+        "gradient_accumulation_steps": lay.num_microbatches,
+        "gradient_clipping": s.grad_clip,
+        "optimizer": {"type": "AdamW", "params": {"lr": s.peak_lr, "betas": [s.adam_beta1, s.adam_beta2],
+                                                  "eps": 1e-8, "weight_decay": s.weight_decay, "torch_adam": True}},
+        "bf16": {"enabled": on_gpu and lay.precision in ("bf16", "fp8")},
+        "fp16": {"enabled": on_gpu and lay.precision == "fp16"},
+        "zero_optimization": zero,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.Namespace) -> None:
+    if phase.objective.kind not in ("lm", "sft"):
+        raise NotImplementedFeature(
+            f"the DeepSpeed backend trains next-token and SFT phases; phase '{phase.name}' is "
+            f"{phase.objective.kind}: use a megatron layout (zero_stage <= 1)", field=f"phases.{phase.name}.objective")
+    lay = phase.layout
+    if lay.tp * lay.pp * lay.cp * lay.ep != 1:
+        raise NotImplementedFeature("the DeepSpeed backend is data-parallel (ZeRO) only: tp=pp=cp=ep=1",
+                                    field=f"phases.{phase.name}.layout")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "scaleplan" / "torch_extensions"))
+    import deepspeed
+
+    from scaleplan.executor import objectives as obj
+    from scaleplan.executor.data.packing import MixedData, PackedSource, token_stream
+    from scaleplan.executor.data.tasks import kind_weights
+    from scaleplan.executor.data.tokenizer import load_or_train
+    from scaleplan.executor.runners import build_on_rank0, cache_dir
+    from scaleplan.executor.torch_gpt import TorchGPT
+    from scaleplan.executor.train import build_scheduler, effective_rope_base, padded_vocab
+
+    on_gpu = torch.cuda.is_available()
+    if on_gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if world != lay.num_gpus:
+        raise SpecError(f"the layout needs {lay.num_gpus} processes but {world} were launched",
+                        field=f"phases.{phase.name}.layout")
+
+    cache = cache_dir(run_dir)
+    tok = build_on_rank0(lambda: load_or_train(cache, plan.model.vocab_size))
+    seq, mb = phase.seq_length, lay.micro_batch
+    if phase.objective.kind == "lm":
+        sources = [(PackedSource(d.name, build_on_rank0(lambda d=d: token_stream(tok, cache, d.name, d.path)), seq), d.weight)
+                   for d in phase.data]
+        data = MixedData(sources, args.seed)
+
+        def micro_batches(consumed: int) -> list[obj.MicroBatch]:
+            return obj.lm_batches(data, consumed, rank, world, mb, lay.num_microbatches)
+    else:
+        kinds = kind_weights([(d.name, d.weight) for d in phase.data])
+
+        def micro_batches(consumed: int) -> list[obj.MicroBatch]:
+            return obj.sft_batches(tok, args.seed, kinds, seq, consumed, rank, world, mb, lay.num_microbatches)
+
+    torch.manual_seed(args.seed)
+    model = TorchGPT(plan.model, padded_vocab(plan.model.vocab_size), effective_rope_base(plan, phase))
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                                   config=ds_config(phase, on_gpu))
+    scheduler = build_scheduler(optimizer, phase)
+
+    start_step, consumed = 0, 0
+    resume_from = ckpt.latest(run_dir, phase.name) if args.resume else None
+    if resume_from is not None:
+        _, client = engine.load_checkpoint(str(resume_from), tag=TAG)
+        start_step, consumed = int(client["step"]), int(client["consumed"])
+        scheduler.load_state_dict(client["scheduler"])
+    elif phase.init_from is not None:
+        parent = ckpt.require_final(run_dir, phase.init_from, f"phases.{phase.name}.init_from")
+        if not (parent / TAG).is_dir():
+            raise NotImplementedFeature(
+                f"phase '{phase.init_from}' was trained by megatron; loading megatron checkpoints into the "
+                "DeepSpeed backend is not implemented", field=f"phases.{phase.name}.init_from")
+        engine.load_checkpoint(str(parent), tag=TAG, load_optimizer_states=False, load_lr_scheduler_states=False,
+                               load_module_only=True)
+
+    metrics = MetricsWriter(run_dir / "metrics" / f"{phase.name}.jsonl", plan, phase, "cuda" if on_gpu else "cpu",
+                            enabled=rank == 0, append=resume_from is not None, start_step=start_step)
+    metrics.write({"event": "start", "step": start_step, "device": "cuda" if on_gpu else "cpu", "world_size": world,
+                   "layout": lay.model_dump(), "backend": "deepspeed", "resumed_from": str(resume_from or ""),
+                   "seq_length": seq, "model": plan.model.model_dump(mode="json"),
+                   "cluster": plan.cluster.model_dump(mode="json")})
+
+    def save(step: int, final: bool) -> None:
+        if rank == 0:
+            ckpt.prepare_tmp(run_dir, phase.name, step)
+        dist.barrier()
+        engine.save_checkpoint(str(ckpt.tmp_dir(run_dir, phase.name, step)), tag=TAG,
+                               client_state={"step": step, "consumed": consumed, "scheduler": scheduler.state_dict()})
+        dist.barrier()
+        if rank == 0:
+            ckpt.commit(run_dir, phase.name, step, final=final)
+        dist.barrier()
+
+    last_step = min(phase.steps, args.max_steps or phase.steps)
+    step = start_step
+    for step in range(start_step + 1, last_step + 1):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        sums = torch.zeros(2)
+        for b in micro_batches(consumed):  # DeepSpeed accumulates and steps on the last one
+            per_token = engine(b.tokens.to(engine.device), b.labels.to(engine.device))
+            mask = b.loss_mask.to(per_token.device)
+            loss_sum, count = (per_token * mask).sum(), mask.sum()
+            engine.backward(loss_sum / count.clamp(min=1))
+            engine.step()
+            sums += torch.stack([loss_sum.detach().float(), count.float()]).cpu()
+        scheduler.step(increment=1)
+        consumed += lay.global_batch
+        dist.all_reduce(sums)
+        grad_norm = engine.get_global_grad_norm()
+        metrics.step(step, float(sums[0] / sums[1]), lr, float(grad_norm) if grad_norm is not None else None,
+                     time.perf_counter() - t0, lay.global_batch * seq, {})
+        if step % phase.checkpoint_every_steps == 0 and step < last_step:
+            save(step, final=False)
+    save(step, final=last_step == phase.steps)
+    metrics.close({"step": step, "finished": last_step == phase.steps})
+    dist.barrier()
+    dist.destroy_process_group()

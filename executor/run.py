@@ -1,0 +1,128 @@
+"""`scaleplan run`: train a plan's phases in order on this machine, one `torchrun` per phase.
+
+Each phase launches `torchrun --nproc-per-node G -m scaleplan.executor.train --plan ... --phase
+NAME --run-dir RUN_DIR` with G = the phase layout's tp*pp*cp*dp, the same command the compiled
+launch scripts run. With `resume`, finished phases are skipped and an interrupted phase
+continues from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from scaleplan.executor import checkpoints as ckpt
+from scaleplan.specs.errors import SpecError
+from scaleplan.specs.loader import load_spec
+from scaleplan.specs.plan import PhaseSpec, Plan
+
+
+class PhaseFailed(RuntimeError):
+    """A phase's training processes exited with an error."""
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    phase: str
+    status: str  # "trained" | "skipped (finished)"
+    nproc: int
+    wall_s: float
+    final_loss: float | None
+    steps: int
+    metrics: str
+
+
+def select_phases(plan: Plan, phases: str) -> list[PhaseSpec]:
+    """`all` or a comma list of phase names, kept in the plan's order."""
+    if phases.strip() == "all":
+        return list(plan.phases)
+    wanted = [p.strip() for p in phases.split(",") if p.strip()]
+    names = [p.name for p in plan.phases]
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise SpecError(f"unknown phase(s) {', '.join(unknown)}; the plan has {', '.join(names)}", field="phases")
+    return [p for p in plan.phases if p.name in wanted]
+
+
+def default_max_procs() -> int:
+    """GPUs on this machine, or on a CPU-only machine a small local cap for tiny runs."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(os.cpu_count() or 1, 4)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch_command(plan_path: Path, phase: PhaseSpec, run_dir: Path, resume: bool,
+                   backend: str | None, max_steps: int | None) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(phase.num_gpus),
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+           "-m", "scaleplan.executor.train", "--plan", str(plan_path), "--phase", phase.name,
+           "--run-dir", str(run_dir)]
+    if resume:
+        cmd.append("--resume")
+    if backend:
+        cmd += ["--backend", backend]
+    if max_steps:
+        cmd += ["--max-steps", str(max_steps)]
+    return cmd
+
+
+def last_loss(metrics: Path) -> tuple[float | None, int]:
+    loss, step = None, 0
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("event") == "step":
+                loss, step = rec["loss"], rec["step"]
+    return loss, step
+
+
+def run_plan(plan_path: str | Path, phases: str = "all", run_dir: str | Path | None = None,
+             resume: bool = False, nproc: int | None = None, backend: str | None = None,
+             max_steps: int | None = None, env: dict[str, str] | None = None,
+             log: bool = True) -> list[PhaseResult]:
+    """Train the selected phases in order; raise PhaseFailed at the first failure."""
+    plan_path = Path(plan_path)
+    plan = load_spec(Plan, plan_path)
+    selected = select_phases(plan, phases)
+    run = Path(run_dir) if run_dir else Path("runs") / plan.name
+    allowed = nproc or default_max_procs()
+    for phase in selected:
+        if phase.num_gpus > allowed:
+            raise SpecError(f"phase '{phase.name}' needs {phase.num_gpus} processes (tp*pp*cp*dp of its "
+                            f"layout) but at most {allowed} are allowed here (--nproc)",
+                            field=f"phases.{phase.name}.num_gpus", source=str(plan_path))
+    run.mkdir(parents=True, exist_ok=True)
+    child_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
+    results = []
+    for phase in selected:
+        metrics = run / "metrics" / f"{phase.name}.jsonl"
+        if resume and ckpt.final(run, phase.name) is not None:
+            loss, step = last_loss(metrics)
+            results.append(PhaseResult(phase.name, "skipped (finished)", phase.num_gpus, 0.0, loss, step, str(metrics)))
+            continue
+        cont = resume and ckpt.latest(run, phase.name) is not None
+        cmd = launch_command(plan_path, phase, run, cont, backend, max_steps)
+        t0 = time.perf_counter()
+        out = None if log else subprocess.DEVNULL
+        proc = subprocess.run(cmd, env=child_env, stdout=out, stderr=None if log else subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or "")[-2000:] if not log else ""
+            raise PhaseFailed(f"phase '{phase.name}' failed (exit code {proc.returncode}); "
+                              f"rerun with --resume to continue from its latest checkpoint\n{tail}")
+        loss, step = last_loss(metrics)
+        results.append(PhaseResult(phase.name, "trained", phase.num_gpus, time.perf_counter() - t0, loss, step, str(metrics)))
+    return results

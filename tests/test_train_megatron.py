@@ -1,0 +1,199 @@
+"""Integration tests: every phase of a tiny plan trained through megatron-core on CPU (2 processes,
+gloo, the CPU device adapter), with layouts changing between phases (TP=2, PP=2, DP=2: each phase
+loads its parent's dist_checkpoint into a different layout), TP parity, kill -9 resume, an MoE
+variant with EP=2, and calibration of the measured steps.
+
+These are layout, flag-mapping, objective and checkpoint tests, not tests of CUDA numerics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from factories import tiny_plan
+
+from scaleplan.specs.errors import SpecError
+from scaleplan.specs.plan import Plan
+
+pytest.importorskip("megatron.core")
+
+TASK = [{"name": "first", "weight": 1.0}]  # the easiest verifiable task (see data/tasks.py)
+CHAIN_LAYOUTS: dict[str, dict[str, Any]] = {
+    "pretrain": {"tp": 2},
+    "anneal": {"pp": 2},
+    "long_context": {"dp": 2, "distributed_optimizer": True},
+    "sft": {"tp": 2},
+    "dpo": {"pp": 2},
+    "grpo": {"dp": 2},
+}
+
+
+def _chain_plan() -> Plan:
+    layouts = {k: {"tp": 1, "pp": 1, "dp": 1, **v} for k, v in CHAIN_LAYOUTS.items()}
+    return tiny_plan(
+        steps=20,
+        phase_layouts=layouts,
+        phase_overrides={
+            "sft": {"steps": 200, "data": TASK, "checkpoint_every_steps": 1000,
+                    "schedule": {"style": "cosine", "peak_lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2}},
+            "dpo": {"steps": 10, "data": TASK, "schedule": {"style": "constant", "peak_lr": 3e-4}},
+            "grpo": {"steps": 20, "data": TASK, "schedule": {"style": "constant", "peak_lr": 5e-4}},
+        },
+    )
+
+
+def write_plan(plan: Plan, path: Path) -> Path:
+    path.write_text(plan.model_dump_json(indent=1))
+    return path
+
+
+def records(run_dir: Path, phase: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    lines = [json.loads(x) for x in (run_dir / "metrics" / f"{phase}.jsonl").read_text().splitlines()]
+    return [r for r in lines if r["event"] == "step"], [r for r in lines if r["event"] == "eval"]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    cache = tmp_path_factory.mktemp("data-cache")
+    return {"SCALEPLAN_DATA_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> tuple[Path, Path]:
+    from scaleplan.executor.run import run_plan
+
+    root = tmp_path_factory.mktemp("chain")
+    plan_path = write_plan(_chain_plan(), root / "plan.json")
+    results = run_plan(plan_path, "all", root / "run", nproc=2, env=env, log=False)
+    assert [r.status for r in results] == ["trained"] * 6
+    return plan_path, root / "run"
+
+
+@pytest.mark.slow
+def test_six_phases_learn_across_layouts(chain: tuple[Path, Path]) -> None:
+    _, run = chain
+    for phase in CHAIN_LAYOUTS:
+        assert (run / "checkpoints" / phase / "final").exists()
+    steps, evals = records(run, "pretrain")
+    assert _mean([s["loss"] for s in steps[-3:]]) < steps[0]["loss"] - 0.7  # falls well below start
+    assert evals[-1]["eval_loss_web"] < evals[0]["eval_loss_web"] - 0.7
+    _, evals = records(run, "anneal")  # the decay on the hq mix lowers the hq loss further
+    assert evals[-1]["eval_loss_hq"] < evals[0]["eval_loss_hq"] - 0.05
+    steps, evals = records(run, "long_context")
+    start = json.loads((run / "metrics" / "long_context.jsonl").read_text().splitlines()[0])
+    assert start["rope_base"] == 40000.0 and start["layout"]["distributed_optimizer"]
+    assert evals[-1]["eval_loss_web"] < evals[0]["eval_loss_web"]
+    _, evals = records(run, "sft")
+    assert evals[-1]["eval_response_loss"] < evals[0]["eval_response_loss"] - 1.0
+    steps, evals = records(run, "dpo")
+    assert steps[0]["reward_margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
+    assert evals[-1]["eval_reward_margin"] > evals[0]["eval_reward_margin"] + 0.05
+    assert _mean([s["reward_margin"] for s in steps[-3:]]) > 0.05
+    steps, evals = records(run, "grpo")
+    assert evals[-1]["heldout_reward"] > evals[0]["heldout_reward"]
+    assert all(s["step_time_s"] > 0 and 0 <= s["mfu"] < 1 for s in steps)
+
+
+@pytest.mark.slow
+def test_tp2_matches_tp1_and_kill9_resume_matches(chain: tuple[Path, Path], env: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    from scaleplan.executor.run import PhaseFailed, run_plan
+
+    plan_path, run = chain
+    reference, _ = records(run, "pretrain")  # TP=2, uninterrupted
+    tp1 = _chain_plan()
+    pre = tp1.phase("pretrain")
+    pre1 = pre.model_copy(update={"layout": pre.layout.model_copy(update={"tp": 1}), "num_gpus": 1})
+    tp1 = tp1.model_copy(update={"phases": (pre1,) + tp1.phases[1:]})
+    run_plan(write_plan(tp1, tmp_path / "tp1.json"), "pretrain", tmp_path / "tp1", nproc=2,
+             max_steps=5, env=env, log=False)
+    single, _ = records(tmp_path / "tp1", "pretrain")
+    for a, b in zip(single[:5], reference[:5], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+
+    killed = tmp_path / "killed"
+    with pytest.raises(PhaseFailed):  # SIGKILL of rank 1 after step 13 (checkpoint at step 10)
+        run_plan(plan_path, "pretrain", killed, nproc=2, env={**env, "SCALEPLAN_KILL_AT_STEP": "13:1"}, log=False)
+    assert (killed / "checkpoints" / "pretrain" / "latest").read_text().strip() == "step_0000010"
+    assert not (killed / "checkpoints" / "pretrain" / "final").exists()
+    run_plan(plan_path, "pretrain", killed, resume=True, nproc=2, env=env, log=False)
+    resumed, _ = records(killed, "pretrain")
+    assert resumed[-1]["step"] == 20
+    assert resumed[-1]["loss"] == pytest.approx(reference[-1]["loss"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_moe_ep2_pretrain_sft_grpo(env: dict[str, str], tmp_path: Path) -> None:
+    from scaleplan.executor.run import run_plan
+
+    plan = tiny_plan(moe=True, dp=2, ep=2, steps=8, phases=("pretrain", "sft", "grpo"),
+                     phase_overrides={"sft": {"init_from": "pretrain", "data": TASK},
+                                      "grpo": {"init_from": "sft", "steps": 3, "data": TASK}})
+    run_plan(write_plan(plan, tmp_path / "moe.json"), "all", tmp_path / "run", nproc=2, env=env, log=False)
+    steps, _ = records(tmp_path / "run", "pretrain")
+    assert json.loads((tmp_path / "run" / "metrics" / "pretrain.jsonl").read_text().splitlines()[0])["layout"]["ep"] == 2
+    assert steps[-1]["loss"] < steps[0]["loss"] - 0.3
+    for phase in ("sft", "grpo"):
+        assert (tmp_path / "run" / "checkpoints" / phase / "final").exists()
+
+
+@pytest.mark.slow
+def test_calibrate_reads_run_metrics(chain: tuple[Path, Path], capsys: pytest.CaptureFixture[str],
+                                     tmp_path: Path) -> None:
+    from scaleplan.planner.cli import main
+
+    _, run = chain
+    metrics = str(run / "metrics" / "pretrain.jsonl")
+    with pytest.raises(SystemExit) as exc:  # CPU timings are no basis for a GPU profile
+        main(["calibrate", metrics, "--json"])
+    assert exc.value.code == 2
+    capsys.readouterr()
+    out = tmp_path / "profile.yaml"
+    main(["calibrate", metrics, str(run / "metrics" / "sft.jsonl"), "--allow-device-mismatch",
+          "--out", str(out), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert [r["phase"] for r in result["runs"]] == ["pretrain", "sft"]
+    for row in result["runs"]:
+        assert row["measured_step_time_s"] > 0 and row["predicted_step_time_s"] > 0
+    assert out.exists() and "gemm_max" in out.read_text()
+
+
+def test_run_refuses_layouts_larger_than_allowed(tmp_path: Path) -> None:
+    from scaleplan.executor.run import run_plan
+
+    path = write_plan(tiny_plan(tp=2, dp=2, phases=("pretrain",)), tmp_path / "p.json")
+    with pytest.raises(SpecError, match="needs 4 processes"):
+        run_plan(path, "all", tmp_path / "run", nproc=2)
+    with pytest.raises(SpecError, match="unknown phase"):
+        run_plan(path, "pretrain,nope", tmp_path / "run", nproc=8)
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_schedule_mapping_wsd_and_cosine() -> None:
+    from scaleplan.executor.train import build_scheduler
+
+    class Opt:
+        param_groups: list[dict[str, float]] = [{}]
+
+    plan = tiny_plan(phases=("pretrain",), steps=10)
+    phase = plan.phase("pretrain").model_copy(update={"schedule": plan.phase("pretrain").schedule.model_copy(
+        update={"style": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 2, "decay_steps": 4})})
+    sched = build_scheduler(Opt(), phase)
+    lrs = []
+    for _ in range(11):
+        lrs.append(Opt.param_groups[0]["lr"])
+        sched.step(1)
+    assert lrs[:3] == [0.0, 0.5, 1.0] and lrs[3:7] == [1.0] * 4  # warmup, then stable
+    assert lrs[7] == pytest.approx(0.775) and lrs[10] == pytest.approx(0.1)  # linear decay to min
+    cos = phase.model_copy(update={"schedule": phase.schedule.model_copy(update={"style": "cosine", "warmup_steps": 0})})
+    sched = build_scheduler(Opt(), cos)
+    sched.step(5)
+    assert Opt.param_groups[0]["lr"] == pytest.approx(0.1 + 0.9 * 0.5)
