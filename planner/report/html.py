@@ -54,7 +54,7 @@ def _summary(plan: Plan) -> str:
 
 
 def _phase_table(plan: Plan) -> str:
-    head = "<tr><th>phase</th><th>GPUs</th><th>layout</th><th>seq</th><th>tokens</th><th>steps</th><th>time (h)</th><th>cost (USD)</th><th>MFU</th></tr>"
+    head = "<tr><th>phase</th><th>GPUs</th><th>layout</th><th>seq</th><th>tokens</th><th>steps</th><th>time</th><th>cost</th><th>MFU</th></tr>"
     rows = []
     for p in plan.phases:
         lay = p.layout
@@ -68,8 +68,8 @@ def _phase_table(plan: Plan) -> str:
         layout += f", mb {lay.micro_batch}, gb {lay.global_batch}"
         rows.append(
             f"<tr><td>{escape(p.name)}</td><td>{p.num_gpus}</td><td>{escape(layout)}</td><td>{p.seq_length}</td>"
-            f"<td>{style.human(p.tokens)}</td><td>{p.steps:,}</td><td>{p.time_s / 3600:.3g}</td>"
-            f"<td>{p.cost_usd:,.0f}</td><td>{100 * p.mfu:.1f} %</td></tr>"
+            f"<td>{style.human(p.tokens)}</td><td>{p.steps:,}</td><td>{style.duration(p.time_s)}</td>"
+            f"<td>{style.dollars(p.cost_usd)}</td><td>{100 * p.mfu:.1f} %</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 

@@ -73,8 +73,9 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         else []
     )
     caption = (
-        f"Predicted wall-clock time ({unit}) and cost (USD) of each of the {len(names)} phases, from the cost "
-        f"model's step time × steps × GPUs × ${ctx.plan.cluster.price_usd_per_gpu_hour:.2f}/GPU-hour. "
+        f"Predicted wall-clock time ({unit}) and cost (USD) of each of the {len(names)} phases as the plan "
+        "records them: optimizer steps × the step model's time per step (with rollout and reference passes for "
+        f"DPO/GRPO), and cost = time × GPUs × ${ctx.plan.cluster.price_usd_per_gpu_hour:.2f} per GPU-hour. "
         + (f"Share of cost: {', '.join(share)}." if share else "")
     )
     return fig, caption

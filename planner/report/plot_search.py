@@ -187,6 +187,10 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         for yi, c in zip(y, counts, strict=True):
             ax_r.text(c, yi, f" {c:,}", va="center", fontsize=8)
         ax_r.set_xlim(0, max(counts) * 1.3)
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+        ax_r.xaxis.set_major_locator(MaxNLocator(4, integer=True))
+        ax_r.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: style.human(v)))
         oom = [r for r in summary.get("rejected") or [] if r.get("rule") == "out of memory"]
         if oom:
             lines = "\n".join(

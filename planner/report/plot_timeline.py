@@ -136,7 +136,7 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     makespan_s = float(timeline.makespan_s)
     dp_s, opt_s = _step_tail_s(ctx)
     step_s = makespan_s + dp_s + opt_s
-    scale, unit = (1e3, "ms") if step_s < 10 else (1.0, "s")
+    scale, unit = (1e3, "ms") if step_s < 2 else (1.0, "s")
 
     spans: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
     busy: dict[str, float] = defaultdict(float)
