@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from scaleplan.costmodels import flops
 from scaleplan.specs.efficiency import EfficiencyProfile
 from scaleplan.specs.hardware import GPUSpec
@@ -28,6 +29,7 @@ ATTN_BWD_FACTOR = 2.5  # FlashAttention-2 (Dao 2023): backward does 5 matmuls, f
 # read fp32 master weight, gradient, m, v (16 B), write master, m, v (12 B), write the bf16 copy
 # (2 B), plus one read of the gradient for the norm and clipping (4 B).
 OPTIMIZER_BYTES_PER_PARAM = 34.0
+FP8_CAST_BYTES = 3.0  # read bf16 (2 B), write fp8 (1 B) per element cast (Transformer Engine)
 PCIE_BYTES_PER_S = 25e9  # PCIe Gen4 x16 effective, for offloaded optimizer states
 CPU_ADAM_BYTES_PER_S = 50e9  # host memory bandwidth a CPU Adam (DeepSpeed) streams at
 
@@ -96,15 +98,25 @@ def layer_times(
     peak16 = gpu.peak_flops("bf16")
     hbm = gpu.hbm_bytes_per_s * prof.hbm_eff
 
+    fp8 = np.asarray(precision) == 2
+
     def linear(
-        total_flops_per_token: float, count: float, k: float, split: np.ndarray
+        total_flops_per_token: float,
+        count: float,
+        k: float,
+        split: np.ndarray,
+        gemm_peak: np.ndarray | float | None = None,
     ) -> np.ndarray:
         # `count` GEMMs of inner size k sharing the op's FLOPs; n follows from the FLOPs.
         if total_flops_per_token <= 0:
             return np.zeros_like(tokens)
         per_gemm = total_flops_per_token / count
         n = per_gemm / (2.0 * k) / split
-        return count * gemm_s(tokens, np.full_like(tokens, k), n, peak, gpu, prof)
+        kk = np.full_like(tokens, k)
+        t = gemm_s(tokens, kk, n, peak if gemm_peak is None else gemm_peak, gpu, prof)
+        if gemm_peak is None:  # fp8 (Transformer Engine): cast input and weight, 2+1 bytes each
+            t = t + np.where(fp8, FP8_CAST_BYTES * (tokens * kk + kk * n) / hbm, 0.0)
+        return count * t
 
     qkv = linear(ops["qkv"] / layers, 1.0, h, tp)
     attn_out = linear(ops["attn_out"] / layers, 1.0, h, tp)
@@ -153,7 +165,9 @@ def layer_times(
         # Permutation/unpermutation moves each routed token's hidden state twice each way.
         permute = 4.0 * tokens * moe.top_k * h * ACT_BYTES / hbm
         moe_mlp = routed + shared + router + permute
-    head = linear(ops["lm_head"], 1.0, h, tp)
+    # The output layer stays in bf16 under fp8 recipes (Megatron's output_layer is not a TE
+    # linear), so it runs at the bf16 peak.
+    head = linear(ops["lm_head"], 1.0, h, tp, peak16)
     # Cross-entropy over the vocab shard: logits read/written a few times in fp32.
     head = head + 3.0 * tokens * model.vocab_size / tp * 4.0 / hbm
     embed = tokens * h * ACT_BYTES * 2.0 / hbm

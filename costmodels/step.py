@@ -78,10 +78,6 @@ class StepBatch:
         }
 
 
-def _pick(critical: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
-    return np.choose(critical, parts)
-
-
 def estimate_step_batch(
     model: ModelSpec,
     cluster: ClusterSpec,
@@ -94,11 +90,12 @@ def estimate_step_batch(
     """Step time and its breakdown for every layout of the batch (vectorized)."""
     prof = profile or cluster.profile
     parts: list[StageParts] = stage_parts(model, cluster, layouts, seq_length, prof)
-    first, middle, last = parts
+    first = parts[0]
     pp = layouts.pp
     m = np.maximum(layouts.num_microbatches, 1).astype(np.float64)
     v = layouts.vp.astype(np.float64)
     t = [p.total_s for p in parts]
+
     # pp == 1: one stage holds everything (first and last are the same rank).
     single = pp == 1
     t_max = np.where(single, t[0], np.maximum(np.maximum(t[0], t[2]), np.where(pp > 2, t[1], 0.0)))
@@ -106,25 +103,21 @@ def estimate_step_batch(
     # Narayanan 2021 eq. 1 generalised to unequal stages; interleaving divides the fill by v.
     pipeline_s = m * t_max + (t_sum - t_max) / v
     bubble_s = pipeline_s - m * t_max
-    stack = np.stack(t)
-    critical = np.where(
-        single, 0, np.argmax(np.where(pp[None, :] > 2, stack, stack * [[1], [0], [1]]), axis=0)
-    )
+    # The critical (slowest) stage: stages share the layer work and differ only in the
+    # embedding, the LM head and their parameters (DP sync, optimizer).
+    crit_last = np.where(pp > 2, t[2] >= np.maximum(t[0], t[1]), t[2] >= t[0]) & ~single
+    crit_mid = (pp > 2) & (t[1] > np.maximum(t[0], t[2]))
 
-    def per_step(name: str) -> np.ndarray:
-        return m * _pick(critical, [getattr(p, name) for p in parts])
+    def pick(name: str) -> np.ndarray:
+        a, b, c = (getattr(p, name) for p in parts)
+        return np.where(crit_last, c, np.where(crit_mid, b, a))
 
-    compute_s = per_step("compute_s")
-    tp_s, cp_s, ep_s, pp_s = (per_step(n) for n in ("tp_s", "cp_s", "ep_s", "pp_s"))
-    overhead_s = per_step("overhead_s") + prof.step_overhead_s
+    compute_s = m * pick("compute_s")
+    tp_s, cp_s, ep_s, pp_s = (m * getattr(first, n) for n in ("tp_s", "cp_s", "ep_s", "pp_s"))
+    overhead_s = m * first.overhead_s + prof.step_overhead_s
     # Data-parallel gradient sync (and ZeRO-3 gathers) of the critical stage, already exposed.
-    dp_s = _pick(critical, [p.dp_exposed_step_s for p in parts])
-    opt_s = optimizer_step_s(
-        _pick(critical, [p.params_updated for p in parts]),
-        cluster.gpu,
-        prof,
-        layouts.offload_optimizer,
-    )
+    dp_s = pick("dp_exposed_step_s")
+    opt_s = optimizer_step_s(pick("params_updated"), cluster.gpu, prof, layouts.offload_optimizer)
     step_s = pipeline_s + dp_s + opt_s + prof.step_overhead_s
     exposed = tp_s + cp_s + pp_s + dp_s + ep_s
     tokens_step = layouts.global_batch.astype(np.float64) * seq_length

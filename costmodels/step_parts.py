@@ -60,19 +60,42 @@ def _effective_bw(cluster: ClusterSpec, prof: EfficiencyProfile, size, stride):
     return np.where(np.isfinite(bus), bus * eff, 1e30), network
 
 
+def _unique_rows(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of one row per distinct combination of `cols`, inverse map): cost models that
+    depend on few fields run once per distinct combination, not once per layout."""
+    key = np.zeros(np.asarray(cols[0]).shape, dtype=np.int64)
+    for col in cols:  # mixed-radix code of the per-column ranks: exact, no hashing
+        values, ranks = np.unique(np.asarray(col), return_inverse=True)
+        key = key * len(values) + ranks.reshape(-1)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
 def _stage_params(model: ModelSpec, layouts: LayoutBatch) -> list[tuple[np.ndarray, ...]]:
-    """(dense-FFN layers, MoE layers, dense params, expert params, embedding params) per stage."""
+    """(dense params, expert params, embedding params) on one GPU of the first, a middle and the
+    last stage (`memory_params.rank_params`, evaluated once per distinct tp/pp/vp/ep/etp)."""
     from .memory_params import rank_params
 
-    n_moe_total = float(model.num_moe_layers)
-    n_dense_total = float(model.num_dense_layers)
-    pp = layouts.pp.astype(np.float64)
+    first, inverse = _unique_rows(layouts.tp, layouts.pp, layouts.vp, layouts.ep, layouts.etp)
+    small = layouts.select(first)
     out = []
     for stage in STAGE_NAMES:
-        got = rank_params(model, layouts, stage)
-        # Layers spread evenly over stages (Megatron requires num_layers % pp == 0).
-        out.append((n_dense_total / pp, n_moe_total / pp, got.dense, got.experts, got.embedding))
+        got = rank_params(model, small, stage)
+        out.append((got.dense[inverse], got.experts[inverse], got.embedding[inverse]))
     return out
+
+
+def _layer_times(model, gpu, prof, seq_length, layouts: LayoutBatch):
+    first, inverse = _unique_rows(
+        layouts.tp, layouts.cp, layouts.ep, layouts.etp, layouts.micro_batch,
+        layouts.sequence_parallel, layouts.precision,
+    )  # fmt: skip
+    s = layouts.select(first)
+    lt = layer_times(
+        model, gpu, prof, seq_length, s.tp, s.cp, s.ep, s.etp, s.micro_batch,
+        s.sequence_parallel, s.precision,
+    )  # fmt: skip
+    return type(lt)(**{k: v[inverse] for k, v in vars(lt).items()})
 
 
 def stage_parts(
@@ -83,27 +106,10 @@ def stage_parts(
     prof: EfficiencyProfile,
 ) -> list[StageParts]:
     tp, pp, cp, dp, ep, etp = (
-        layouts.tp,
-        layouts.pp,
-        layouts.cp,
-        layouts.dp,
-        layouts.ep,
-        layouts.etp,
-    )
+        layouts.tp, layouts.pp, layouts.cp, layouts.dp, layouts.ep, layouts.etp,
+    )  # fmt: skip
     mb = layouts.micro_batch.astype(np.float64)
-    lt = layer_times(
-        model,
-        cluster.gpu,
-        prof,
-        seq_length,
-        tp,
-        cp,
-        ep,
-        etp,
-        layouts.micro_batch,
-        layouts.sequence_parallel,
-        layouts.precision,
-    )
+    lt = _layer_times(model, cluster.gpu, prof, seq_length, layouts)
     h = float(model.hidden_size)
     tokens = mb * seq_length / cp
     lat = prof.collective_latency_s
@@ -112,7 +118,7 @@ def stage_parts(
     cp_bw, _ = _effective_bw(cluster, prof, cp, tp)
     ep_bw, _ = _effective_bw(cluster, prof, ep, etp)
     dp_bw, _ = _effective_bw(cluster, prof, dp * cp, tp)
-    pp_bus, pp_net = _effective_bw(cluster, prof, pp, tp * cp * dp)
+    _pp_bus, pp_net = _effective_bw(cluster, prof, pp, tp * cp * dp)
     # A p2p send uses one GPU's port: its NIC across nodes, its NVLink inside the domain.
     pp_bw = np.where(
         pp_net,
@@ -122,15 +128,13 @@ def stage_parts(
     # --- per layer, per micro-batch communication -------------------------------------------
     act_bytes = tokens * h * ACT_BYTES
     tp_one = np.where(tp > 1, comm.all_reduce_s(act_bytes, tp, tp_bw, lat), 0.0)
-    tp_fwd_dense = 2.0 * tp_one
-    tp_fwd_moe = tp_one + np.where(etp > 1, tp_one, 0.0)
     tp_keep = 1.0 - prof.tp_overlap
     kv_heads_local = np.maximum(model.kv_heads / tp, 1.0)
     kv_bytes = tokens * 2.0 * kv_heads_local * model.head_size * ACT_BYTES
     cp_fwd = np.where(cp > 1, (cp - 1.0) * comm.p2p_s(kv_bytes, cp_bw, lat), 0.0)
     cp_fwd_exposed = comm.exposed_after_overlap(cp_fwd, lt.attn_core_fwd_s, 1.0)
     cp_bwd_exposed = comm.exposed_after_overlap(2.0 * cp_fwd, lt.attn_core_bwd_s, 1.0)
-    ep_fwd = np.zeros_like(tokens)
+    ep_fwd = 0.0
     if model.moe is not None:
         a2a_bytes = tokens * model.moe.top_k * h * ACT_BYTES
         ep_fwd = np.where(ep > 1, 2.0 * comm.all_to_all_s(a2a_bytes, ep, ep_bw, lat), 0.0)
@@ -141,77 +145,79 @@ def stage_parts(
     frac = np.asarray(
         flops.recompute_layers_fraction(model.num_layers, pp, layouts.recompute_layers)
     )
-    frac = np.where(full, frac * np.ones_like(mb), 0.0)
-    # --- parameters and DP sync ---------------------------------------------------------------
+    frac = np.where(full, frac, 0.0) * np.ones_like(mb)
+    # --- the transformer layers of one stage (spread evenly: Megatron needs L % pp == 0) ------
+    ppf = pp.astype(np.float64)
+    n_dense = model.num_dense_layers / ppf
+    n_moe = model.num_moe_layers / ppf
+    layers = model.num_layers / ppf
+    fwd = n_dense * lt.dense_fwd_s
+    bwd = n_dense * lt.dense_bwd_s
+    if model.moe is not None:
+        fwd = fwd + n_moe * lt.moe_fwd_s
+        bwd = bwd + n_moe * lt.moe_bwd_s
+    recompute = frac * fwd + np.where(selective, layers * lt.attn_core_fwd_s, 0.0)
+    body = fwd + bwd + recompute
+    # TP: 2 collectives per dense layer, 1 (+1 with expert TP) per MoE layer, per pass.
+    tp_layer = n_dense * 2.0 * tp_one
+    if model.moe is not None:
+        tp_layer = tp_layer + n_moe * np.where(etp > 1, 2.0, 1.0) * tp_one
+    tp_s = tp_keep * tp_layer * (2.0 + frac)
+    cp_s = layers * (cp_fwd_exposed * (1.0 + frac) + cp_bwd_exposed)
+    ep_s = n_moe * ep_fwd * (2.0 + frac)
+    pp_s = 2.0 * p2p_one
+    # Host-bound layers (efficiency.layer_host_s): a pass waits for its kernel launches.
+    fwd_layer = (fwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / layers + cp_fwd_exposed
+    bwd_layer = (bwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / layers + cp_bwd_exposed
+    host = prof.layer_host_s + prof.moe_layer_host_s * (model.num_moe_layers / model.num_layers)
+    host_wait = np.maximum(host - fwd_layer, 0.0) * (1.0 + frac) + np.maximum(
+        2.0 * host - bwd_layer, 0.0
+    )
+    overhead = layers * host_wait + prof.microbatch_overhead_s
+    # --- parameters and DP sync (differ per stage: embedding and LM head) ---------------------
     zero = layouts.zero_stage
     sharded = (layouts.distributed_optimizer > 0) | (zero >= 1)
     grad_bytes = np.where(layouts.precision == 1, 2.0, 4.0)  # fp32 main grads unless fp16
     m = np.maximum(layouts.num_microbatches, 1).astype(np.float64)
     dpcp = (dp * cp).astype(np.float64)
+    edp = np.maximum(dpcp / ep, 1.0)  # routed experts reduce over the expert-DP group
+    # Unsharded: all-reduce = 2 x reduce-scatter; sharded: reduce-scatter + weight all-gather.
+    ar_factor = np.where(sharded, 1.0, 2.0)
+    overlap_grad = layouts.overlap_grad_reduce > 0
+    overlap_param = layouts.overlap_param_gather > 0
+    ends_first = {"first": np.ones_like(mb, dtype=bool), "middle": pp == 1, "last": pp == 1}
+    ends_last = {"first": pp == 1, "middle": pp == 1, "last": np.ones_like(mb, dtype=bool)}
     out: list[StageParts] = []
-    for (n_dense, n_moe, p_dense, p_exp, p_emb), name in zip(
+    for (p_dense, p_exp, p_emb), name in zip(
         _stage_params(model, layouts), STAGE_NAMES, strict=True
     ):
-        layers = n_dense + n_moe
-        is_first = name == "first"
-        is_last = name == "last"
-        fwd = n_dense * lt.dense_fwd_s + n_moe * lt.moe_fwd_s
-        bwd = n_dense * lt.dense_bwd_s + n_moe * lt.moe_bwd_s
-        recompute = frac * fwd + np.where(selective, layers * lt.attn_core_fwd_s, 0.0)
-        # pp == 1: the only stage is both first and last.
-        ends_first = is_first | (pp == 1)
-        ends_last = is_last | (pp == 1)
-        head = np.where(ends_last, lt.head_fwd_s + lt.head_bwd_s, 0.0)
-        embed = np.where(ends_first, lt.embed_fwd_s + lt.embed_bwd_s, 0.0)
-        compute = fwd + bwd + recompute + head + embed
-        tp_layer = n_dense * tp_fwd_dense + n_moe * tp_fwd_moe
-        tp_s = tp_keep * tp_layer * (2.0 + frac)
-        cp_s = layers * (cp_fwd_exposed * (1.0 + frac) + cp_bwd_exposed)
-        ep_s = n_moe * ep_fwd * (2.0 + frac)
-        pp_s = 2.0 * p2p_one * np.where(pp > 1, 1.0, 0.0)
-        # Host-bound layers (efficiency.layer_host_s): a pass waits for its kernel launches.
-        safe_layers = np.maximum(layers, 1e-9)
-        fwd_layer = (
-            fwd + tp_keep * tp_layer + layers * cp_fwd_exposed + n_moe * ep_fwd
-        ) / safe_layers
-        bwd_layer = (
-            bwd + tp_keep * tp_layer + layers * cp_bwd_exposed + n_moe * ep_fwd
-        ) / safe_layers
-        host = prof.layer_host_s
-        host_wait = np.maximum(host - fwd_layer, 0.0) * (1.0 + frac) + np.maximum(
-            2.0 * host - bwd_layer, 0.0
-        )
-        overhead = layers * host_wait + prof.microbatch_overhead_s
-        # DP: dense params over dp·cp, routed experts over the expert-DP group dp·cp/ep.
+        head = np.where(ends_last[name], lt.head_fwd_s + lt.head_bwd_s, 0.0)
+        embed = np.where(ends_first[name], lt.embed_fwd_s + lt.embed_bwd_s, 0.0)
+        compute = body + head + embed
         params = p_dense + p_emb + p_exp
-        edp = np.maximum(dpcp / ep, 1.0)
-        grad_sync = np.where(
-            sharded,
-            comm.reduce_scatter_s((p_dense + p_emb) * grad_bytes, dpcp, dp_bw, lat)
-            + comm.reduce_scatter_s(p_exp * grad_bytes, edp, dp_bw, lat),
-            comm.all_reduce_s((p_dense + p_emb) * grad_bytes, dpcp, dp_bw, lat)
-            + comm.all_reduce_s(p_exp * grad_bytes, edp, dp_bw, lat),
+        grad_sync = ar_factor * comm.reduce_scatter_s(
+            (p_dense + p_emb) * grad_bytes, dpcp, dp_bw, lat
         )
+        if model.moe is not None:
+            grad_sync = grad_sync + ar_factor * comm.reduce_scatter_s(
+                p_exp * grad_bytes, edp, dp_bw, lat
+            )
         param_gather = np.where(
             sharded, comm.all_gather_s(params * ACT_BYTES, dpcp, dp_bw, lat), 0.0
         )
-        bwd_one = bwd + recompute
-        fwd_one = fwd
         grad_exposed = np.where(
-            layouts.overlap_grad_reduce > 0,
-            comm.exposed_after_overlap(grad_sync, bwd_one, prof.dp_overlap),
+            overlap_grad,
+            comm.exposed_after_overlap(grad_sync, bwd + recompute, prof.dp_overlap),
             grad_sync,
         )
         gather_exposed = np.where(
-            layouts.overlap_param_gather > 0,
-            comm.exposed_after_overlap(param_gather, fwd_one, prof.dp_overlap),
+            overlap_param,
+            comm.exposed_after_overlap(param_gather, fwd, prof.dp_overlap),
             param_gather,
         )
         # ZeRO-3 / FSDP: every micro-batch gathers the weights twice (forward, backward) and
         # reduce-scatters bf16 gradients, overlapped with that micro-batch's compute.
-        z3_comm = 2.0 * comm.all_gather_s(
-            params * ACT_BYTES, dpcp, dp_bw, lat
-        ) + comm.reduce_scatter_s(params * ACT_BYTES, dpcp, dp_bw, lat)
+        z3_comm = 3.0 * comm.all_gather_s(params * ACT_BYTES, dpcp, dp_bw, lat)
         z3_exposed = m * comm.exposed_after_overlap(z3_comm, compute, prof.dp_overlap)
         dp_exposed = np.where(
             dpcp > 1, np.where(zero >= 3, z3_exposed, grad_exposed + gather_exposed), 0.0
@@ -222,11 +228,11 @@ def stage_parts(
                 compute_s=compute,
                 tp_s=tp_s,
                 cp_s=cp_s,
-                ep_s=ep_s,
+                ep_s=ep_s * np.ones_like(mb),
                 pp_s=pp_s,
-                overhead_s=overhead * np.ones_like(mb),
+                overhead_s=overhead,
                 dp_exposed_step_s=dp_exposed,
                 params_updated=updated,
-            )
+            )  # fmt: skip
         )
     return out

@@ -23,7 +23,7 @@ from .validation import Prediction, RunCase, predict_cases, to_measured_runs
 # the backward pass.
 STACK_PRIORS: dict[str, dict[str, float]] = {
     "default": {"attention_score_passes": 0.0},
-    "megatron-legacy": {"attention_score_passes": 6.0, "dp_overlap": 0.0},
+    "megatron-legacy": {"attention_score_passes": 6.0, "dp_overlap": 0.0, "tp_overlap": 0.0},
 }
 
 
@@ -32,7 +32,9 @@ STACK_PRIORS: dict[str, dict[str, float]] = {
 FIT_PRIORITY: tuple[str, ...] = (
     "gemm_max",
     "attention_eff",
+    "moe_layer_host_s",
     "gemm_half_flops",
+    "tp_overlap",
     "network_eff",
     "elementwise_bytes_per_hidden",
     "layer_host_s",
@@ -42,13 +44,23 @@ FIT_PRIORITY: tuple[str, ...] = (
     "microbatch_overhead_s",
     "attention_score_passes",
     "hbm_eff",
-    "tp_overlap",
     "collective_latency_s",
 )
 
 
-def fit_parameters(num_runs: int) -> tuple[str, ...]:
-    return FIT_PRIORITY[: max(2, min(len(FIT_PRIORITY), num_runs // 3))]
+def fit_parameters(cases: Sequence[RunCase]) -> tuple[str, ...]:
+    """The first len(cases) // 2 (at least 2) of FIT_PRIORITY that the cases can inform: the MoE
+    host time needs MoE runs, the unfused-attention passes a stack that does not fuse it, and
+    the overlaps a stack that overlaps (the legacy stack's stay 0)."""
+    legacy = all(c.stack == "megatron-legacy" for c in cases)
+    relevant = [
+        p
+        for p in FIT_PRIORITY
+        if (p != "moe_layer_host_s" or any(c.model.moe is not None for c in cases))
+        and (p != "attention_score_passes" or any(c.stack != "default" for c in cases))
+        and not (legacy and p in ("tp_overlap", "dp_overlap"))
+    ]
+    return tuple(relevant[: max(2, min(len(relevant), len(cases) // 2))])
 
 
 def prior_profile(name: str) -> EfficiencyProfile:
@@ -75,7 +87,7 @@ def fit_profiles(cases: Sequence[RunCase], max_nfev: int = 300) -> dict[str, Pro
     for name, members in sorted(groups.items()):
         runs = to_measured_runs(members)
         report = calibrate_report(
-            runs, base=prior_profile(name), fit=fit_parameters(len(runs)), name=name,
+            runs, base=prior_profile(name), fit=fit_parameters(members), name=name,
             max_nfev=max_nfev,
         )  # fmt: skip
         sources = tuple(sorted({c.source for c in members}))

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from scaleplan.costmodels import flops
 from scaleplan.costmodels.calibration import MeasuredRun, predict_step_times
 from scaleplan.costmodels.memory import memory_breakdown
@@ -27,6 +29,7 @@ from scaleplan.specs.efficiency import EfficiencyProfile, default_profile_for
 from scaleplan.specs.errors import SpecError
 from scaleplan.specs.hardware import ClusterSpec, get_gpu, make_cluster
 from scaleplan.specs.layout import LayoutSpec, validate_layout
+from scaleplan.specs.loader import spec_error_from_validation
 from scaleplan.specs.model import ModelSpec, MoESpec
 
 from .validation_rows import (
@@ -226,7 +229,9 @@ def _cluster(
     )  # fmt: skip
 
 
-def _layout(row: Mapping[str, str], num_gpus: int, assumptions: list[str]) -> LayoutSpec:
+def _layout(
+    row: Mapping[str, str], num_gpus: int, stack: str, assumptions: list[str]
+) -> LayoutSpec:
     tp, pp = _int(row, "tp"), _int(row, "pp")
     if tp is None or pp is None:
         raise SpecError("tensor/pipeline split (tp, pp) not given", field="tp")
@@ -251,8 +256,14 @@ def _layout(row: Mapping[str, str], num_gpus: int, assumptions: list[str]) -> La
     sp_text = (row.get("sequence_parallel") or "").strip().lower()
     sp = sp_text in ("yes", "true", "1")
     if not sp_text and tp > 1:
-        assumptions.append("sequence_parallel=no (not stated)")
+        # Megatron-core/NeMo recipes turn sequence parallelism on with TP; the 2021-2022 stack
+        # predates it (Korthikanti et al. 2022 introduced it).
+        sp = stack != "megatron-legacy"
+        assumptions.append(f"sequence_parallel={'yes' if sp else 'no'} (not stated; stack default)")
     precision = parse_precision(row.get("precision") or "")
+    if not (row.get("precision") or "").strip() and stack == "megatron-legacy":
+        precision = "fp16"  # what Megatron-DeepSpeed's GPT recipes ran (--fp16)
+        assumptions.append("precision=fp16 (not stated; the legacy stack's default)")
     recompute_layers = None
     if recompute == "full" and layers_fraction < 1.0:
         per_stage = max(1, (_int(row, "layers") or 1) // pp)
@@ -278,18 +289,18 @@ def row_to_case(index: int, row: Mapping[str, str]) -> RunCase | SkippedRow:
         if not num_gpus:
             raise SpecError("num_gpus not given", field="num_gpus")
         model = _model(row, assumptions)
-        layout = _layout(row, num_gpus, assumptions)
+        stack = parse_stack(row)
+        layout = _layout(row, num_gpus, stack, assumptions)
         if layout.num_gpus != num_gpus:
             raise SpecError(
                 f"tp*pp*cp*dp={layout.num_gpus} differs from num_gpus={num_gpus}", field="dp"
             )
         validate_layout(layout, model, num_gpus=num_gpus, seq_length=model.seq_length)
-        stack = parse_stack(row)
         cluster = _cluster(row, num_gpus, stack, assumptions)
     except SpecError as err:
         return SkippedRow(index, label, name, err.message)
-    except ValueError as err:  # pydantic validation of a spec built from the row
-        return SkippedRow(index, label, name, str(err).splitlines()[0])
+    except ValidationError as err:  # pydantic validation of a spec built from the row
+        return SkippedRow(index, label, name, spec_error_from_validation(err).message)
     metric, value = measured
     return RunCase(
         index=index, source=label, label=name, model=model, cluster=cluster, layout=layout,

@@ -20,7 +20,7 @@ from .base import Spec
 FITTABLE_BOUNDS: dict[str, tuple[float, float]] = {
     "gemm_max": (0.30, 0.98),
     "gemm_half_flops": (0.0, 2.0e11),
-    "attention_eff": (0.10, 0.95),
+    "attention_eff": (0.03, 0.95),
     "attention_score_passes": (0.0, 24.0),
     "elementwise_bytes_per_hidden": (0.0, 400.0),
     "hbm_eff": (0.30, 0.98),
@@ -30,6 +30,7 @@ FITTABLE_BOUNDS: dict[str, tuple[float, float]] = {
     "dp_overlap": (0.0, 1.0),
     "tp_overlap": (0.0, 1.0),
     "layer_host_s": (0.0, 5.0e-3),
+    "moe_layer_host_s": (0.0, 2.0e-2),
     "microbatch_overhead_s": (0.0, 0.05),
     "step_overhead_s": (0.0, 2.0),
 }
@@ -73,6 +74,9 @@ class EfficiencyProfile(Spec):
     # Host (Python + kernel launch) time of one layer's forward; backward launches twice as many
     # kernels. A layer pass whose GPU work is shorter waits for the host (host-bound).
     layer_host_s: float = Field(default=0.3e-3, ge=0)
+    # Extra host time of an MoE layer's forward (router, token permutation, dispatch/combine and
+    # per-expert GEMM launches; Megatron-core MoE), same host-bound rule.
+    moe_layer_host_s: float = Field(default=1.0e-3, ge=0)
     # Fixed per-micro-batch overhead (kernel launches, framework), seconds.
     microbatch_overhead_s: float = Field(default=0.0, ge=0)
     # Fixed per-step overhead (data loading, logging, launches of the optimizer), seconds.

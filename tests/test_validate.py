@@ -1,0 +1,167 @@
+"""`scaleplan validate`: CSV rows -> specs, source conventions, skipped rows, the JSON summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from scaleplan.planner.cli import main
+from scaleplan.planner.validation import (
+    RunCase,
+    SkippedRow,
+    metric_from_step_time,
+    row_to_case,
+    step_time_from_metric,
+)
+from scaleplan.planner.validation_rows import (
+    flop_convention,
+    parse_nic_gbps_per_gpu,
+    parse_recompute,
+    parse_sharding,
+    parse_stack,
+    source_label,
+)
+
+BUILTIN = Path(str(resources.files("scaleplan.specs") / "data/published_runs_dev.csv"))
+GOOD_ROW = {
+    "source": "Someone et al. 2024 'A paper' Table 2", "model_name": "GPT 3.6B", "params_billion": "3.6",
+    "layers": "30", "hidden": "3072", "ffn_hidden": "12288", "heads": "32", "kv_heads": "32",
+    "vocab": "51200", "seq_len": "2048", "gpu_type": "A100-SXM4-80GB", "num_gpus": "64",
+    "gpus_per_node": "8", "interconnect": "8x200Gb/s HDR InfiniBand", "tp": "2", "pp": "1",
+    "dp": "32", "micro_batch": "4", "global_batch": "512", "recompute": "full",
+    "precision": "bf16", "measured_tokens_per_sec_per_gpu": "4000",
+}  # fmt: skip
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_interconnect_parsing() -> None:
+    assert parse_nic_gbps_per_gpu("Selene: 8x200Gb/s HDR InfiniBand per node", 8) == 200
+    assert parse_nic_gbps_per_gpu("1600 Gb/s node-node RoCE", 8) == 200
+    assert parse_nic_gbps_per_gpu("node_size 8, inter_node_bandwidth=800", 8) == 100
+    assert parse_nic_gbps_per_gpu("NVLink intra-node; 4x Omni-Path links per node", 8) == 50
+    assert parse_nic_gbps_per_gpu("DGX-H100 system", 8) is None
+
+
+def test_cell_parsing_and_conventions() -> None:
+    assert parse_recompute("full") == ("full", 1.0)
+    assert parse_recompute("selective (per-op)") == ("selective", 1.0)
+    assert parse_recompute("selective (per-layer)") == ("full", 0.5)
+    assert parse_recompute("") == ("none", 1.0)
+    assert parse_sharding("FSDP FULL_SHARD (ZeRO-3-like)") == (3, False)
+    assert parse_sharding("Megatron-FSDP (sharding group 64)") == (3, False)
+    assert parse_sharding("DDP + distributed optimizer (FSDP=0 in table)") == (0, True)
+    assert parse_sharding("ZeRO-1 (DeepSpeed)") == (0, True)
+    assert flop_convention("Narayanan et al. 2021 'Efficient ...'") == "narayanan"
+    assert (
+        flop_convention("bigscience-workshop/bigscience train/tr11-176B-ml/README.md") == "hardware"
+    )
+    assert flop_convention("NVIDIA/NeMo docs/source/performance/performance_summary.md") == "model"
+    assert source_label("Korthikanti et al. 2022 'Reducing ...'") == "Korthikanti et al. 2022"
+    assert (
+        source_label("pytorch/torchtitan docs/performance.md (commit 0413)")
+        == "torchtitan performance"
+    )
+    assert parse_stack({"notes": "Measured with microsoft/Megatron-DeepSpeed"}) == "megatron-legacy"
+    assert parse_stack({"precision": "fp16 mixed"}) == "megatron-legacy"
+    assert parse_stack({"precision": "bf16", "software_stack": "default"}) == "default"
+    assert parse_stack({"precision": "bf16"}) == "default"
+
+
+def test_row_to_case_maps_the_row() -> None:
+    case = row_to_case(0, GOOD_ROW)
+    assert isinstance(case, RunCase)
+    assert (case.layout.tp, case.layout.dp, case.layout.micro_batch) == (2, 32, 4)
+    assert case.layout.recompute == "full" and case.layout.sequence_parallel  # default stack
+    assert case.cluster.gpu.name == "A100-SXM4-80GB" and case.cluster.nic_bytes_per_s == 25e9
+    assert case.model.activation == "gelu"  # 4h FFN with 2 matrices matches 3.6B
+    assert case.metric == "tokens_per_s_per_gpu" and case.measured == 4000
+    assert case.cluster.profile.name == "A100"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"micro_batch": ""}, "micro_batch not given"),
+        ({"tp": ""}, "tp, pp"),
+        ({"gpu_type": "Z9000"}, "unknown GPU"),
+        ({"dp": "8"}, "differs from num_gpus"),
+        ({"measured_tokens_per_sec_per_gpu": ""}, "no measured value"),
+        ({"params_billion": "50"}, "parameters"),
+        ({"heads": "7"}, "num_heads"),
+    ],
+)
+def test_unpredictable_rows_say_why(change: dict[str, str], reason: str) -> None:
+    got = row_to_case(3, {**GOOD_ROW, **change})
+    assert isinstance(got, SkippedRow), got
+    assert got.index == 3 and reason in got.reason
+
+
+def test_metric_conversions_round_trip() -> None:
+    case = row_to_case(0, GOOD_ROW)
+    assert isinstance(case, RunCase)
+    for metric in ("step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu"):
+        c = case.__class__(**{**case.__dict__, "metric": metric})
+        value = metric_from_step_time(c, 2.5, 3.0e10)
+        assert step_time_from_metric(c, value, 3.0e10) == pytest.approx(2.5)
+    # tokens/s per GPU of a 2.5 s step of 512 x 2048 tokens on 64 GPUs
+    assert metric_from_step_time(case, 2.5, 1.0) == pytest.approx(512 * 2048 / 2.5 / 64)
+
+
+def test_builtin_validation_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "validate", "--json")
+    assert code == 0
+    payload = json.loads(out)
+    with open(BUILTIN, newline="") as fh:
+        n_rows = sum(1 for _ in csv.DictReader(fh))
+    summary = payload["summary"]
+    indices = [r["index"] for r in payload["rows"]] + [s["index"] for s in payload["skipped"]]
+    assert sorted(indices) == list(range(n_rows))  # every row predicted or listed, none dropped
+    assert summary["n_predicted"] + summary["n_skipped"] == n_rows
+    assert all(s["reason"] for s in payload["skipped"])
+    errors = []
+    for row in payload["rows"]:
+        assert row["error_pct"] == pytest.approx(
+            (row["predicted"] - row["measured"]) / row["measured"] * 100
+        )
+        errors.append(abs(row["error_pct"]))
+    assert summary["mape_pct"] == pytest.approx(sum(errors) / len(errors))
+    assert summary["max_pct"] == pytest.approx(max(errors))
+    vtrain = [k for k in summary["by_source"] if k.startswith("vTrain")]
+    assert vtrain and summary["by_source"][vtrain[0]]["n"] == 109
+    # Accuracy guard with the shipped profiles (bench/accuracy.py has the full figures).
+    assert summary["by_source"][vtrain[0]]["mape_pct"] < 8.0
+    assert summary["mape_pct"] < 15.0
+
+
+def test_custom_csv_and_bad_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "runs.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(GOOD_ROW))
+        writer.writeheader()
+        writer.writerow(GOOD_ROW)
+        writer.writerow({**GOOD_ROW, "tp": ""})
+    code, out, _ = _run(capsys, "validate", "--runs", str(path), "--json")
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["summary"]["n_predicted"] == 1 and payload["summary"]["n_skipped"] == 1
+    assert payload["skipped"][0]["index"] == 1
+    code, out, _ = _run(capsys, "validate", "--runs", str(path))
+    assert code == 0 and "Rows not predicted" in out and "MAPE" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    code, out, err = _run(capsys, "validate", "--runs", str(bad))
+    assert code == 2 and err.startswith("error: ") and "missing columns" in err
+    assert len(err.strip().splitlines()) == 1
