@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+
 from scaleplan.planner.laws.hyperparams import (
     choose_schedule,
     deepseek_lr_batch,

@@ -7,7 +7,8 @@
 - `run`     optional run name (training curves: several rows per run)
 - `unique_tokens` optional unique-data budget (for --law data-constrained)
 
-`--columns params=model_size,tokens=training_tokens` maps other names onto these.
+`--columns params=model_size,tokens=training_tokens` maps other names onto these; an empty
+name (`flops=`) ignores an optional column.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def parse_column_map(text: str | None) -> dict[str, str]:
     for item in filter(None, (p.strip() for p in (text or "").split(","))):
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
-        if not sep or not value or key not in REQUIRED + OPTIONAL:
+        if not sep or key not in REQUIRED + OPTIONAL or (not value and key not in OPTIONAL):
             raise SpecError(
                 f"bad mapping {item!r}; use NAME=CSV_COLUMN with NAME in {list(REQUIRED + OPTIONAL)}",
                 field="--columns",
@@ -88,7 +89,7 @@ def read_runs(path: str | Path, columns: dict[str, str] | None = None) -> Runs:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         rows = list(reader)
-    name = {k: columns.get(k, k) for k in REQUIRED + OPTIONAL}
+    name = {k: columns.get(k, k) or "\0ignored" for k in REQUIRED + OPTIONAL}
     for k in REQUIRED:
         if name[k] not in header:
             raise SpecError(

@@ -1,0 +1,185 @@
+"""`scaleplan fit` and `scaleplan optimal`: JSON output, FIT.json round trip, friendly errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from scaleplan.planner.cli import main
+from scaleplan.planner.laws import ChinchillaLaw
+
+LAW = ChinchillaLaw(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
+
+
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _csv(
+    path, header=("params", "tokens", "loss"), n: int = 30, seed: int = 0, transform=None
+) -> str:
+    rng = np.random.default_rng(seed)
+    N = np.exp(rng.uniform(np.log(5e7), np.log(1e10), n))
+    D = np.exp(rng.uniform(np.log(1e9), np.log(5e11), n))
+    L = LAW.loss(N, D)
+    rows = [",".join(header)] + [
+        f"{a:.6g},{b:.6g},{c:.8g}" for a, b, c in zip(N, D, L, strict=True)
+    ]
+    if transform:
+        rows = transform(rows)
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_fit_json_out_and_optimal_round_trip(tmp_path, capsys) -> None:
+    runs = _csv(tmp_path / "runs.csv")
+    fit_json = tmp_path / "FIT.json"
+    code, out, err = _run(
+        ["fit", runs, "--json", "--out", str(fit_json), "--bootstrap", "3", "--ci-compute", "1e21"],
+        capsys,
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc["params"]) == {"E", "A", "B", "alpha", "beta"}
+    assert doc["params"]["alpha"] == pytest.approx(0.35, rel=1e-3)
+    assert doc["n_points"] == 30 and doc["loss"] >= 0 and doc["seconds"] > 0
+    assert set(doc["ci"]) >= {"E", "alpha", "N_opt", "D_opt"}
+    saved = json.loads(fit_json.read_text())
+    assert saved["method"] == "epoch" and len(saved["points"]["N"]) == 30
+    assert len(saved["bootstrap"]["samples"]) == 3
+    code, out, err = _run(
+        ["optimal", "--compute", "1e23", "--fit", str(fit_json), "--json"], capsys
+    )
+    assert code == 0, err
+    res = json.loads(out)
+    assert 6 * res["N"] * res["D"] == pytest.approx(1e23)
+    assert res["N"] == pytest.approx(float(LAW.optimal(1e23)[0]), rel=0.01)
+    assert any("beyond the largest fitted compute" in w for w in res["warnings"])
+    assert res["ci"]["N"][0] <= res["ci"]["N"][2]
+
+
+def test_columns_mapping_and_plot(tmp_path, capsys) -> None:
+    runs = _csv(tmp_path / "runs.csv", header=("model_size", "training_tokens", "final_loss"))
+    png = tmp_path / "fit.png"
+    code, out, err = _run(
+        [
+            "fit",
+            runs,
+            "--columns",
+            "params=model_size,tokens=training_tokens,loss=final_loss",
+            "--plot",
+            str(png),
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("transform", "header", "n", "message"),
+    [
+        (None, ("params", "tokens", "loss_x"), 30, "missing column 'loss'"),
+        (
+            lambda rows: rows[:5] + ["1e9,-3e9,2.5"] + rows[6:],
+            ("params", "tokens", "loss"),
+            30,
+            "must be positive",
+        ),
+        (
+            lambda rows: rows[:5] + ["1e9,abc,2.5"] + rows[6:],
+            ("params", "tokens", "loss"),
+            30,
+            "not a number",
+        ),
+        (None, ("params", "tokens", "loss"), 4, "too few"),
+    ],
+)
+def test_friendly_errors_exit_2(tmp_path, capsys, transform, header, n, message) -> None:
+    runs = _csv(tmp_path / "runs.csv", header=header, n=n, transform=transform)
+    code, out, err = _run(["fit", runs], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_fit_approach2_from_isoflop_csv(tmp_path, capsys) -> None:
+    law = ChinchillaLaw(E=1.7, A=400.0, B=400.0, alpha=0.34, beta=0.34)
+    lines = ["params,tokens,loss,flops"]
+    for C in np.geomspace(1e18, 1e21, 6):
+        n_opt = float(law.optimal(C)[0])
+        for f in np.geomspace(1 / 6, 6, 9):
+            n = n_opt * f
+            lines.append(f"{n},{C / (6 * n)},{float(law.loss(n, C / (6 * n)))},{C}")
+    path = tmp_path / "iso.csv"
+    path.write_text("\n".join(lines) + "\n")
+    out_json = tmp_path / "FIT.json"
+    code, out, err = _run(
+        ["fit", str(path), "--method", "approach2", "--json", "--out", str(out_json)], capsys
+    )
+    assert code == 0, err
+    assert json.loads(out)["params"]["a"] == pytest.approx(0.5, abs=0.02)
+    doc = json.loads(out_json.read_text())
+    assert doc["method"] == "approach2" and len(doc["isoflop"]["parabolas"]) == 6
+
+
+def test_optimal_presets_and_constraints(capsys) -> None:
+    code, out, _ = _run(["optimal", "--compute", "1e24", "--preset", "epoch", "--json"], capsys)
+    free = json.loads(out)
+    assert code == 0 and free["epochs"] == 1.0
+    code, out, _ = _run(
+        ["optimal", "--compute", "1e24", "--preset", "epoch", "--max-tokens", "5e11", "--json"],
+        capsys,
+    )
+    capped = json.loads(out)
+    assert capped["epochs"] > 1 and capped["N"] > free["N"]
+    code, out, _ = _run(
+        [
+            "optimal",
+            "--compute",
+            "1e24",
+            "--preset",
+            "epoch",
+            "--inference-tokens",
+            "1e14",
+            "--json",
+        ],
+        capsys,
+    )
+    assert json.loads(out)["N"] < free["N"]
+    code, out, err = _run(["optimal", "--compute", "1e24", "--preset", "nope"], capsys)
+    assert code == 2 and "law.preset" in err
+    code, out, err = _run(["optimal", "--compute", "1e24"], capsys)
+    assert code == 0 and "parameters N" in out
+
+
+def test_epoch_protocol_through_the_cli(shared_data, capsys) -> None:
+    code, out, err = _run(
+        [
+            "fit",
+            str(shared_data / "chinchilla_epoch.csv"),
+            "--drop-highest",
+            "5",
+            "--delta",
+            "1e-3",
+            "--json",
+            "--columns",
+            "params=model_size,tokens=training_tokens,flops=training_flop",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["n_points"] == 240
+    assert doc["params"]["alpha"] == pytest.approx(0.34731, abs=1e-3)
+    assert doc["params"]["B"] == pytest.approx(2143.86, rel=0.01)
