@@ -42,7 +42,7 @@ class MicroBatch:
 
 
 def _pair(sum_: torch.Tensor, count: float | torch.Tensor) -> torch.Tensor:
-    return torch.stack([sum_.detach().float(), torch.as_tensor(count, dtype=torch.float32)])
+    return torch.stack([sum_.detach().float().cpu(), torch.as_tensor(count, dtype=torch.float32).cpu()])
 
 
 def sample_indices(step_base: int, micro: int, dp_rank: int, dp: int, mb: int) -> range:

@@ -36,6 +36,11 @@ HELDOUT_SAMPLES = 4
 GENERATION_MICRO_BATCH = 64
 
 
+def comm(t: torch.Tensor) -> torch.Tensor:
+    """A tensor for a collective: NCCL needs it on the GPU, gloo on the CPU."""
+    return t.cuda() if torch.cuda.is_available() else t
+
+
 def cache_dir(run_dir: Path) -> Path:
     """Tokenizer and token caches: $SCALEPLAN_DATA_CACHE, else RUN_DIR/cache."""
     return Path(os.environ.get("SCALEPLAN_DATA_CACHE") or run_dir / "cache")
@@ -99,7 +104,8 @@ class Runner:
         )
         if contributes:
             for r in reports:
-                vec += torch.cat([r[k] for k in keys])
+                vec += torch.cat([r[k].cpu() for k in keys])
+        vec = comm(vec)
         dist.all_reduce(vec)
         return {k: float(vec[2 * i] / vec[2 * i + 1].clamp(min=1)) for i, k in enumerate(keys)}
 
@@ -261,7 +267,7 @@ class GRPORunner(Runner):
     ) -> torch.Tensor:
         from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
-        rows = torch.arange(logits.shape[0])
+        rows = torch.arange(logits.shape[0], device=logits.device)
         picked = gather_from_tensor_model_parallel_region(
             logits[rows, batch.extra["pos"]].contiguous()
         )
@@ -300,18 +306,20 @@ class GRPORunner(Runner):
             )
             nxt = torch.zeros(len(prompts), dtype=torch.int64)
             if ps.is_pipeline_last_stage():
-                logits = torch.cat(outs) / self.temperature
+                logits = torch.cat(outs).cpu() / self.temperature
                 nxt = (
                     logits.argmax(-1)
                     if greedy
                     else torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)[:, 0]
                 )
             if ps.get_pipeline_model_parallel_world_size() > 1:
+                nxt = comm(nxt)
                 dist.broadcast(
                     nxt,
                     src=ps.get_pipeline_model_parallel_last_rank(),
                     group=ps.get_pipeline_model_parallel_group(),
                 )
+            nxt = nxt.cpu()
             live = ~done & (cur < self.seq)
             tokens[live, cur[live]] = nxt[live]
             done |= live & (nxt == self.eos)
@@ -391,6 +399,7 @@ class GRPORunner(Runner):
                 self.ps.get_tensor_model_parallel_rank() == 0 and self.ps.is_pipeline_last_stage()
             ):
                 vec.zero_()
+            vec = comm(vec)
             dist.all_reduce(vec)
             out[name] = float(vec[0] / vec[1])
         out["examples"] = [  # greedy completions of this rank's first held-out prompts

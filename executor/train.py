@@ -455,11 +455,15 @@ def main(argv: list[str] | None = None) -> None:
     step_kwargs = dict(num_microbatches=lay.num_microbatches, seq_length=seq, micro_batch_size=mb)
     causal = torch.triu(torch.ones(seq, seq, dtype=torch.bool), diagonal=1)[None, None]
     positions = torch.arange(seq)[None, :]
+    if device == "cuda":
+        causal, positions = causal.cuda(), positions.cuda()
 
     def forward_step(
         loss_fn: Any, with_labels: bool, data_iterator: Any, model: Any
     ) -> tuple[Any, Any]:
         b = next(data_iterator)
+        if device == "cuda":  # batches are built on the CPU
+            b = obj_to_cuda(b)
         out = model(
             b.tokens,
             positions.expand_as(b.tokens),
@@ -570,6 +574,15 @@ def main(argv: list[str] | None = None) -> None:
     metrics.close({"step": step, "finished": done})
     dist.barrier()
     dist.destroy_process_group()
+
+
+def obj_to_cuda(b: Any) -> Any:
+    """A micro-batch with its tensors on the current GPU."""
+    from dataclasses import replace
+
+    return replace(b, tokens=b.tokens.cuda(non_blocking=True), labels=b.labels.cuda(non_blocking=True),
+                   loss_mask=b.loss_mask.cuda(non_blocking=True),
+                   extra={k: v.cuda(non_blocking=True) for k, v in b.extra.items()})
 
 
 def fault_injection(step: int) -> None:
