@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from scaleplan.specs.plan import PhaseSpec, Plan
@@ -55,10 +54,3 @@ class ReportContext:
         if isinstance(value, Unavailable):
             raise value
         return value
-
-
-def existing_file(path: str, what: str) -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise Unavailable(f"the {what} {path} was not found")
-    return p

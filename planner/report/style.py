@@ -70,22 +70,20 @@ RC: dict[str, Any] = {
     "figure.dpi": DPI,
     "savefig.dpi": DPI,
     "lines.linewidth": 1.8,
-    "axes.prop_cycle": None,  # set in `apply()` from COLORS
 }
 
 
-def apply() -> None:
-    """Select the Agg backend and set the shared rc parameters (idempotent)."""
+def rc_context() -> Any:
+    """The shared rc parameters, for the duration of one figure's drawing: a caller's own
+    matplotlib settings (and backend) are left as they were."""
     import matplotlib
-
-    matplotlib.use("Agg", force=True)
     from cycler import cycler
 
     rc = dict(RC)
     rc["axes.prop_cycle"] = cycler(
         color=[COLORS[k] for k in ("blue", "orange", "green", "red", "purple", "sky", "grey")]
     )
-    matplotlib.rcParams.update(rc)
+    return matplotlib.rc_context(rc)
 
 
 # Fixed margins (figure fractions) rather than a layout engine: constrained layout measures every
@@ -111,10 +109,11 @@ def figure(
 ) -> tuple[Figure, Any]:
     """A new figure of the shared size and margins; returns (figure, axes) like `plt.subplots`.
     `margins` overrides entries of MARGINS (e.g. right=0.8 to leave room for an outside legend)."""
-    apply()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width_in, height_in))
+    FigureCanvasAgg(fig)  # rendered by Agg, whatever backend the process has selected
     fig.subplots_adjust(**{**MARGINS, **(margins or {})})
     axes = fig.subplots(nrows, ncols, squeeze=True, **kw)
     return fig, axes
@@ -184,7 +183,7 @@ def duration(seconds: float) -> str:
 
 def dollars(usd: float) -> str:
     """'$1.23M', '$950', '$0.01'."""
-    return f"${human(usd)}" if usd >= 1000 else f"${usd:,.2f}" if usd < 10 else f"${usd:,.0f}"
+    return f"${human(usd)}" if usd >= 1000 else f"${usd:.3g}" if usd < 10 else f"${usd:,.0f}"
 
 
 def log_scale(ax: Axes, which: str = "x") -> None:

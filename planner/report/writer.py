@@ -54,8 +54,9 @@ def draw_figures(
     for key, title, module, attr in PLOTS:
         start = time.perf_counter()
         try:
-            fig, caption = _builder(module, attr)(ctx)
-            png = style.png_bytes(fig)
+            with style.rc_context():
+                fig, caption = _builder(module, attr)(ctx)
+                png = style.png_bytes(fig)
         except Unavailable as exc:
             out.append(
                 ReportFigure(
