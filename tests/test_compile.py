@@ -425,3 +425,19 @@ def test_chain_script_submits_in_order_with_afterok(tmp_path: Path) -> None:
     assert calls[0][-1] == str(out / "01-pretrain" / "sbatch.sh")
     assert calls[1][calls[1].index("--output") + 1] == f"{run_dir}/logs/anneal-%j.out"
     assert calls[0][calls[0].index("--job-name") + 1].endswith("-pretrain")
+
+
+def test_moe_layer_pattern_matches_the_model_spec() -> None:
+    from scaleplan.executor.compile.megatron_core import moe_layer_freq
+    from scaleplan.specs.model import get_model
+
+    ds = get_model("deepseek-v3")
+    pattern = moe_layer_freq(ds)
+    assert (
+        isinstance(pattern, list) and len(pattern) == 61 and sum(pattern) == ds.num_moe_layers == 58
+    )
+    every_other = ds.model_copy(update={"moe": ds.moe.model_copy(update={"layer_freq": 2})})  # type: ignore[union-attr]
+    pattern = moe_layer_freq(every_other)
+    assert isinstance(pattern, list) and sum(pattern) == every_other.num_moe_layers == 29
+    assert pattern[:6] == [0, 0, 0, 1, 0, 1]
+    assert moe_layer_freq(get_model("mixtral-8x7b")) == 1

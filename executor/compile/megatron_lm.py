@@ -141,12 +141,11 @@ def _model_args(ctx: PhaseContext) -> list[str]:
     if m.moe is not None:
         moe = m.moe
         freq = moe_layer_freq(m)
-        freq_arg = (
-            str(freq)
-            if isinstance(freq, int)
-            else f"([0]*{moe.first_dense_layers}+[1]*{m.num_layers - moe.first_dense_layers})"
-        )
-        if isinstance(freq, list) and moe.layer_freq != 1:
+        if isinstance(freq, int):
+            freq_arg = str(freq)
+        elif moe.layer_freq == 1:  # Megatron-LM's pattern syntax, e.g. DeepSeek-V3 "([0]*3+[1]*58)"
+            freq_arg = f"([0]*{moe.first_dense_layers}+[1]*{m.num_layers - moe.first_dense_layers})"
+        else:
             freq_arg = "[" + ",".join(map(str, freq)) + "]"
         out += ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k)]
         out += [
