@@ -376,7 +376,11 @@ def test_torchrun_script_passes_weird_names_intact(tmp_path: Path) -> None:
     (argv,) = _recorded(rec_dir)
     assert argv[argv.index("--plan") + 1] == str(out / "plan.json")
     assert argv[argv.index("--run-dir") + 1] == str(run_dir)
-    assert argv[argv.index("--phase") + 1] == "anneal" and argv[-2:] == ["--backend", "megatron"]
+    assert argv[argv.index("--phase") + 1] == "anneal" and argv[-3:] == [
+        "--backend",
+        "megatron",
+        "--resume",
+    ]
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
     # dry mode prints a command line that bash reads back into the same words
     dry = subprocess.run(

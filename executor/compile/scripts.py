@@ -4,7 +4,7 @@ Every user-provided string (plan and run names, paths, data prefixes) enters a s
 `shlex.quote`; comments get a sanitised copy. Scripts pass shellcheck without warnings.
 
 Environment knobs (all optional): RUN_DIR, TORCHRUN, SCALEPLAN_DRY_RUN (print the command instead of
-running it), SCALEPLAN_RESUME, MASTER_ADDR/MASTER_PORT/NNODES/NODE_RANK (set by sbatch.sh under
+running it), SCALEPLAN_FRESH (do not resume), MASTER_ADDR/MASTER_PORT/NNODES/NODE_RANK (set by sbatch.sh under
 Slurm), SBATCH (the sbatch binary), SBATCH_ARGS (extra sbatch flags such as --partition),
 MEGATRON_LM_DIR and DATA_DIR (Megatron-LM engine).
 """
@@ -108,7 +108,9 @@ def torchrun_script(
         lines += [
             'PLAN="$COMPILED/plan.json"',
             f'cmd+=(-m scaleplan.executor.train --plan "$PLAN" --phase {q(ctx.name)} --run-dir "$RUN_DIR" --backend {BACKENDS[engine]})',
-            'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] || [ -n "${SCALEPLAN_RESUME:-}" ]; then',
+            "# continue from this phase's latest checkpoint when there is one (a requeued job, a",
+            "# resubmitted chain); the entry point starts fresh when there is none",
+            'if [ -z "${SCALEPLAN_FRESH:-}" ]; then',
             "  cmd+=(--resume)",
             "fi",
         ]
