@@ -15,7 +15,7 @@ from .context import ReportContext
 from .figures import Unavailable
 
 MAX_POINTS = 20_000  # scatter at most this many layouts (a deterministic thinning beyond it)
-MAX_REASON_CHARS = 46
+MAX_REASON_CHARS = 50
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,8 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     fig, (ax, ax_r) = style.figure(
         2,
         height_in=5.2,
-        margins={"left": 0.07, "right": 0.985, "wspace": 0.62, "bottom": 0.11, "top": 0.92},
-        gridspec_kw={"width_ratios": [1.6, 1.0]},
+        margins={"left": 0.07, "right": 0.975, "wspace": 0.22, "bottom": 0.11, "top": 0.92},
+        gridspec_kw={"width_ratios": [1.75, 1.0]},
     )
     described = []
     if scatter is not None and scatter.step_time_s.size:
@@ -168,8 +168,9 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     ax.set_title(f"{phase.name} layouts on {phase.num_gpus} GPUs")
     ax.legend(loc="upper left")
     described.append(
-        f"; the open circles are the Pareto front over time, dollars and memory headroom and the star the chosen "
-        f"layout ({chosen_t:.3g} s per step, ${chosen_d:.3g} per million tokens)."
+        f"; the open circles are the Pareto front over time, dollars and memory headroom, and the star the chosen "
+        f"layout ({chosen_t:.3g} s per step, ${chosen_d:.3g} per million tokens), the fastest per token "
+        "(layouts differ in global batch, so step times differ at equal speed per token)."
     )
 
     # Right: rejections by rule, out of memory highlighted
@@ -179,9 +180,11 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         counts = [by_rule[r] for r in rules]
         colors = [style.COLORS["red"] if r == "out of memory" else style.REJECTED for r in rules]
         y = np.arange(len(rules))
-        ax_r.barh(y, counts, color=colors)
-        ax_r.set_yticks(y, [_short(r) for r in rules], fontsize=8)
-        ax_r.invert_yaxis()
+        ax_r.barh(y, counts, height=0.45, color=colors)
+        for yi, rule in zip(y, rules, strict=True):  # the reason above its bar, not beside it
+            ax_r.text(0, yi - 0.28, _short(rule), va="bottom", ha="left", fontsize=8)
+        ax_r.set_yticks([])
+        ax_r.set_ylim(len(rules) - 0.5, -0.85)
         ax_r.set_xlabel("layouts rejected")
         ax_r.grid(axis="y", visible=False)
         for yi, c in zip(y, counts, strict=True):
@@ -192,15 +195,17 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         ax_r.xaxis.set_major_locator(MaxNLocator(4, integer=True))
         ax_r.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: style.human(v)))
         oom = [r for r in summary.get("rejected") or [] if r.get("rule") == "out of memory"]
-        if oom:
+        if oom:  # whole families out of memory, apart, in a band kept free below the bars
+            shown = oom[:4]
             lines = "\n".join(
-                f"{r['family']}: OOM by ≥ {r.get('closest_miss_gib', float('nan')):.1f} GiB"
-                for r in oom[:5]
+                f"{r['family']}: short by ≥ {r.get('closest_miss_gib', float('nan')):.1f} GiB"
+                for r in shown
             )
+            ax_r.set_ylim(len(rules) + 0.55 * (len(shown) + 1), -0.85)
             ax_r.text(
                 0.98,
                 0.02,
-                "out-of-memory families\n" + lines,
+                "families entirely out of memory\n" + lines,
                 transform=ax_r.transAxes,
                 ha="right",
                 va="bottom",
