@@ -183,3 +183,40 @@ def test_epoch_protocol_through_the_cli(shared_data, capsys) -> None:
     assert doc["n_points"] == 240
     assert doc["params"]["alpha"] == pytest.approx(0.34731, abs=1e-3)
     assert doc["params"]["B"] == pytest.approx(2143.86, rel=0.01)
+
+
+def test_fit_mpl_from_loss_curves_with_forecast_plot(tmp_path, capsys) -> None:
+    from scaleplan.planner.laws.schedule_law import MPLParams, make_schedule, predict_loss_curve
+
+    truth = MPLParams(L0=2.5, A=0.6, alpha=0.45, B=450.0, C=2.0, beta=0.6, gamma=0.65)
+    lines = ["name,it,learning_rate,val_loss"]
+    for kind in ("constant", "cosine", "wsd"):
+        lr = make_schedule(kind, 3000, 3e-4, 100, decay_fraction=0.25)
+        curve = predict_loss_curve(truth, lr)
+        lines += [f"{kind},{s},{lr[s]:.9g},{curve[s]:.9g}" for s in range(100, 3000, 50)]
+    path = tmp_path / "curves.csv"
+    path.write_text("\n".join(lines) + "\n")
+    png = tmp_path / "forecast.png"
+    code, out, err = _run(
+        [
+            "fit",
+            str(path),
+            "--law",
+            "mpl",
+            "--columns",
+            "run=name,step=it,lr=learning_rate,loss=val_loss",
+            "--json",
+            "--plot",
+            str(png),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc["params"]) == {"L0", "A", "alpha", "B", "C", "beta", "gamma"}
+    assert doc["loss"] < 3e-3  # RMSE in nats
+    for v in doc["final_loss"].values():
+        assert v["predicted"] == pytest.approx(v["measured"], abs=3e-3)
+    assert png.stat().st_size > 1000
+    code, _, err = _run(["fit", str(path), "--law", "mpl"], capsys)
+    assert code == 2 and "missing column 'run'" in err

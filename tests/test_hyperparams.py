@@ -10,6 +10,7 @@ import pytest
 from scaleplan.planner.laws.hyperparams import (
     choose_schedule,
     deepseek_lr_batch,
+    fit_compute_lr_batch_law,
     fit_lr_batch_law,
     step_law,
     warmup_steps,
@@ -64,6 +65,26 @@ def test_fit_recovers_synthetic_law() -> None:
     assert law.lr_n_exp == pytest.approx(-0.7, abs=1e-6)
     assert law.lr_d_exp == pytest.approx(0.3, abs=1e-6)
     assert law.bs_d_exp == pytest.approx(0.57, abs=1e-6)
+
+
+def test_compute_form_fit_recovers_deepseek_law() -> None:
+    rows = []
+    for C in (1e17, 1e18, 1e19, 1e20):
+        lr_star, b_star = deepseek_lr_batch(C)
+        for lr in lr_star * np.exp(np.linspace(-1, 1, 17)):
+            for b in b_star * np.exp(np.linspace(-1, 1, 5)):
+                rows.append(
+                    (
+                        C,
+                        lr,
+                        b,
+                        2.0 + 0.05 * np.log(lr / lr_star) ** 2 + 0.02 * np.log(b / b_star) ** 2,
+                    )
+                )
+    law = fit_compute_lr_batch_law(*np.array(rows).T, near_optimal=0.001)
+    assert law.lr_exp == pytest.approx(-0.125, abs=1e-9)
+    assert law.bs_exp == pytest.approx(0.3271, abs=1e-9)
+    assert law.predict(1e21)[0] == pytest.approx(deepseek_lr_batch(1e21)[0], rel=1e-9)
 
 
 def test_fit_rejects_degenerate_sweep() -> None:

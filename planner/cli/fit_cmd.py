@@ -10,7 +10,7 @@ import numpy as np
 
 from scaleplan.specs.errors import NotImplementedFeature, SpecError
 
-LAWS = ("chinchilla", "kaplan", "data-constrained")
+LAWS = ("chinchilla", "kaplan", "data-constrained", "mpl")
 METHODS = ("epoch", "approach1", "approach2")
 
 
@@ -99,10 +99,13 @@ def fit(
     plot: str | None,
     out: str | None,
 ) -> None:
-    """Fit a scaling law to RUNS_CSV (columns: params, tokens, loss; optional flops, run, unique_tokens)."""
+    """Fit a scaling law to RUNS_CSV (columns: params, tokens, loss; optional flops, run,
+    unique_tokens). With --law mpl: a multi-power law to loss curves (columns run, step, lr, loss)."""
     from scaleplan.planner.laws import runs_csv as rc
     from scaleplan.planner.laws.io import fit_document, write_fit
 
+    if form == "mpl":
+        return _fit_mpl(runs_csv, rc.parse_column_map(columns), as_json, plot, out)
     t0 = time.perf_counter()
     runs = rc.read_runs(runs_csv, rc.parse_column_map(columns))
     if last_per_run:
@@ -222,6 +225,44 @@ def fit(
     _print_fit(summary, out)
 
 
+def _fit_mpl(
+    path: str, columns: dict[str, str], as_json: bool, plot: str | None, out: str | None
+) -> None:
+    """Multi-power law (Luo et al. 2025) from loss curves: columns run, step, lr, loss."""
+    from scaleplan.planner.laws.io import write_fit
+    from scaleplan.planner.laws.mpl_runs import fit_curves_document
+
+    summary, params, curves = fit_curves_document(path, columns)
+    if out:
+        write_fit(
+            out,
+            {
+                "schema": "scaleplan.mpl/1",
+                "law": {"form": "mpl", "params": summary["params"]},
+                "final_loss": summary["final_loss"],
+                "input": path,
+            },
+        )
+    if plot:
+        from scaleplan.planner.laws.plots import plot_loss_forecast
+        from scaleplan.planner.laws.schedule_law import predict_loss_curve
+
+        c = max(curves, key=lambda c: len(c.lr_per_step))
+        steps = np.asarray(c.steps)
+        plot_loss_forecast(
+            steps,
+            predict_loss_curve(params, c.lr_per_step)[steps],
+            plot,
+            observed=c.loss,
+            lr=c.lr_per_step[steps],
+            title=f"multi-power law forecast: {c.name}",
+        )
+    if as_json:
+        click.echo(json.dumps(doc_clean(summary)))
+        return
+    _print_fit(summary, out)
+
+
 def doc_clean(obj):
     from scaleplan.planner.laws.io import _clean
 
@@ -303,7 +344,7 @@ def optimal(
 ) -> None:
     """Compute-optimal model size N and tokens D for a compute budget."""
     from scaleplan.planner.laws import constrained_optimal, inference_aware_optimal, load_law
-    from scaleplan.planner.laws.uncertainty import extrapolation_warning
+    from scaleplan.planner.laws.uncertainty import extrapolation_warning, frontier_band
 
     if not (np.isfinite(compute) and compute > 0):
         raise SpecError(f"must be positive (got {compute!r})", field="--compute")
@@ -318,7 +359,7 @@ def optimal(
             w = extrapolation_warning(float(doc["max_fitted_flops"]), compute)
             if w:
                 warnings.append(w)
-        ci = _band_from_bootstrap(doc, law, compute)
+        ci = frontier_band(doc, compute)
     if inference_tokens:
         if max_tokens or max_params:
             raise NotImplementedFeature(
@@ -372,24 +413,3 @@ def optimal(
     console.print(table)
     for w in warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
-
-
-def _band_from_bootstrap(doc: dict, law, compute: float) -> dict:
-    """2.5/50/97.5 percentiles of N_opt, D_opt at `compute` across the stored bootstrap laws."""
-    boot = doc.get("bootstrap")
-    if not boot or not boot.get("samples"):
-        return {}
-    from scaleplan.planner.laws.forms import law_from_dict
-
-    ns, ds = [], []
-    for row in boot["samples"]:
-        sample = law_from_dict(
-            {"form": law.name, "params": dict(zip(boot["names"], row, strict=True))}
-        )
-        n, d = sample.optimal(compute)
-        ns.append(float(n))
-        ds.append(float(d))
-    return {
-        "N": np.percentile(ns, [2.5, 50, 97.5]).tolist(),
-        "D": np.percentile(ds, [2.5, 50, 97.5]).tolist(),
-    }

@@ -16,6 +16,7 @@ from scipy.optimize import minimize
 
 from scaleplan.specs.errors import SpecError
 
+from ._blas import single_thread_blas
 from .forms import ChinchillaLaw, DataConstrainedLaw, KaplanLaw, Law
 
 # Epoch AI's grid (epoch-research/analyzing-chinchilla data_analysis.ipynb, cell 18):
@@ -75,6 +76,13 @@ def _polish(
 ):
     """L-BFGS-B from each start for `screen_iter` iterations, then the `finalists` best to full
     convergence (a few starts from Epoch's grid wander for thousands of iterations)."""
+    with single_thread_blas():
+        return _polish_starts(fun, starts, args, bounds, screen_iter, finalists)
+
+
+def _polish_starts(
+    fun: Callable, starts: np.ndarray, args: tuple, bounds, screen_iter: int, finalists: int
+):
     opts = {"ftol": 1e-15, "gtol": 1e-12}
     screened = []
     for x0 in starts:
@@ -306,7 +314,8 @@ def fit_data_constrained(
         for y in np.log([1.0, 5, 15, 50, 200])
     ]
     x0 = min(grid, key=objective)
-    res = minimize(objective, x0, method="L-BFGS-B", bounds=[(np.log(1e-2), np.log(1e4))] * 2)
+    with single_thread_blas():
+        res = minimize(objective, x0, method="L-BFGS-B", bounds=[(np.log(1e-2), np.log(1e4))] * 2)
 
     def joint(theta: np.ndarray) -> float:
         law = _dc_from_theta(theta)
@@ -314,13 +323,14 @@ def fit_data_constrained(
 
     theta0 = np.r_[np.log([base.A, base.B, base.E]), base.alpha, base.beta, res.x]
     bounds = [(None, None)] * 3 + [_POS, _POS] + [(np.log(1e-2), np.log(1e4))] * 2
-    res = minimize(
-        joint,
-        theta0,
-        method="L-BFGS-B",
-        bounds=bounds,
-        options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000},
-    )
+    with single_thread_blas():
+        res = minimize(
+            joint,
+            theta0,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000},
+        )
     law = _dc_from_theta(res.x)
     return FitResult(
         law, float(res.fun), len(N), time.perf_counter() - t0, "epoch", delta, len(grid), res.x

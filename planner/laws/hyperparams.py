@@ -99,6 +99,54 @@ def fit_lr_batch_law(
     )
 
 
+@dataclass(frozen=True)
+class ComputeLrBatchLaw:
+    """eta = lr_coef·C^lr_exp; B_tokens = bs_coef·C^bs_exp (the DeepSeek LLM form)."""
+
+    lr_coef: float
+    lr_exp: float
+    bs_coef: float
+    bs_exp: float
+    n_points: int
+
+    def predict(self, compute_flops: float) -> tuple[float, float]:
+        C = _pos("compute_flops", compute_flops)
+        return self.lr_coef * C**self.lr_exp, self.bs_coef * C**self.bs_exp
+
+
+def fit_compute_lr_batch_law(
+    compute_flops: np.ndarray,
+    lr: np.ndarray,
+    batch_tokens: np.ndarray,
+    loss: np.ndarray,
+    near_optimal: float = 0.0025,
+) -> ComputeLrBatchLaw:
+    """DeepSeek LLM Sec. 3.1: per compute budget keep the near-optimal runs (loss within
+    `near_optimal` of the budget's best), then power laws of LR and batch in C by log-log OLS."""
+    C, eta, B, L = (np.asarray(x, dtype=float) for x in (compute_flops, lr, batch_tokens, loss))
+    if len({a.shape for a in (C, eta, B, L)}) != 1:
+        raise SpecError("columns must have equal length", field="sweep")
+    if np.any(~np.isfinite(np.c_[C, eta, B, L])) or np.any(np.c_[C, eta, B, L] <= 0):
+        raise SpecError("compute, lr, batch and loss must be positive", field="sweep")
+    keep = np.zeros(C.shape, dtype=bool)
+    budgets = np.unique(C)
+    for c in budgets:
+        g = C == c
+        keep |= g & (L <= L[g].min() * (1.0 + near_optimal))
+    if len(budgets) < 2:
+        raise SpecError("need runs at >= 2 compute budgets", field="sweep")
+    X = np.c_[np.ones(keep.sum()), np.log(C[keep])]
+    lr_coef, *_ = np.linalg.lstsq(X, np.log(eta[keep]), rcond=None)
+    bs_coef, *_ = np.linalg.lstsq(X, np.log(B[keep]), rcond=None)
+    return ComputeLrBatchLaw(
+        float(np.exp(lr_coef[0])),
+        float(lr_coef[1]),
+        float(np.exp(bs_coef[0])),
+        float(bs_coef[1]),
+        int(keep.sum()),
+    )
+
+
 def warmup_steps(
     total_steps: int,
     n_params: float | None = None,

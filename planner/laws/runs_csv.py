@@ -25,7 +25,7 @@ from scaleplan.specs.errors import SpecError
 from .forms import FLOPS_PER_PARAM_TOKEN
 
 REQUIRED = ("params", "loss")
-OPTIONAL = ("tokens", "flops", "run", "unique_tokens")
+OPTIONAL = ("tokens", "flops", "run", "unique_tokens", "step", "lr")  # step, lr: --law mpl
 
 
 @dataclass

@@ -17,6 +17,8 @@ from scipy.optimize import least_squares
 
 from scaleplan.specs.errors import SpecError
 
+from ._blas import single_thread_blas
+
 PARAM_NAMES = ("L0", "A", "alpha", "B", "C", "beta", "gamma")
 
 
@@ -244,7 +246,8 @@ def fit_mpl(curves: list[Curve], max_bins: int = 128) -> tuple[MPLParams, float]
     def resid(theta: np.ndarray) -> np.ndarray:
         return np.concatenate([_predict(theta, d) - y for d, y in designs])
 
-    res = least_squares(resid, _X0, bounds=(_LO, _HI), x_scale="jac", max_nfev=2000)
+    with single_thread_blas():
+        res = least_squares(resid, _X0, bounds=(_LO, _HI), x_scale="jac", max_nfev=2000)
     p = MPLParams(*(float(v) for v in res.x), source="fit (multi-power law)")
     return p, float(np.sqrt(np.mean(res.fun**2)))
 
@@ -310,7 +313,8 @@ def fit_mpl_sizes(
     x0 = np.array([2.0, 300.0, 0.6, 0.1, 440.0, 0.1, 0.45, 2.1, 0.6, 0.65])
     lo = np.array([0.0, 0.0, 1e-6, -2.0, 0.0, -2.0, 1e-3, 1e-6, 1e-3, 1e-3])
     hi = np.array([10.0, 1e6, 1e3, 2.0, 1e5, 2.0, 3.0, 1e3, 3.0, 3.0])
-    res = least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=3000)
+    with single_thread_blas():
+        res = least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=3000)
     return unpack(res.x), float(np.sqrt(np.mean(res.fun**2)))
 
 

@@ -90,3 +90,24 @@ def extrapolation_warning(max_fitted_flops: float, compute: float) -> str | None
             "scaling-law predictions this far out are uncertain"
         )
     return None
+
+
+def frontier_band(fit_doc: dict, compute: float) -> dict:
+    """2.5/50/97.5 percentiles of N_opt and D_opt at `compute` across the bootstrap laws stored
+    in a FIT.json document ({} when it holds no bootstrap samples)."""
+    from .forms import law_from_dict
+
+    boot = fit_doc.get("bootstrap")
+    if not boot or not boot.get("samples"):
+        return {}
+    form = fit_doc["law"]["form"]
+    ns, ds = [], []
+    for row in boot["samples"]:
+        sample = law_from_dict({"form": form, "params": dict(zip(boot["names"], row, strict=True))})
+        n, d = sample.optimal(compute)
+        ns.append(float(n))
+        ds.append(float(d))
+    return {
+        "N": np.percentile(ns, [2.5, 50, 97.5]).tolist(),
+        "D": np.percentile(ds, [2.5, 50, 97.5]).tolist(),
+    }
