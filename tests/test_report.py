@@ -176,6 +176,23 @@ def test_preset_law_says_no_data_points() -> None:
     assert fig.status == "ok" and "No data points" in fig.caption
 
 
+def test_unexpected_failure_is_reported_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scaleplan.planner.report import plot_phases
+
+    def broken(ctx: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(plot_phases, "build", broken)
+    result = build_report(tiny_plan(), tmp_path)
+    fig = by_key(result.figures)["6_phases"]
+    assert fig.status == "failed" and fig.reason == "RuntimeError: boom"
+    assert "Could not draw this plot: RuntimeError: boom" in result.html_path.read_text()
+    with pytest.raises(RuntimeError, match="boom"):
+        draw_figures(tiny_plan(), strict=True)
+
+
 # --- CLI ---------------------------------------------------------------------------------------
 
 
@@ -246,7 +263,8 @@ def test_cli_missing_plan_and_bad_fit_exit_2(
 
 # --- the shipped examples ------------------------------------------------------------------------
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "specs" / "examples").glob("*.yaml"))
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "specs" / "examples"
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -328,3 +346,38 @@ def test_forecast_from_a_schedule_fit(tmp_path: Path) -> None:
     fit.unlink()
     fig = by_key(draw_figures(plan, strict=True))["2_loss_forecast"]
     assert fig.status == "missing" and "was not found" in (fig.reason or "")
+
+
+@pytest.fixture(scope="module")
+def planned_week() -> Plan:
+    planning = pytest.importorskip(
+        "scaleplan.planner.planning", reason="the planner is not installed"
+    )
+    from scaleplan.specs.budget import BudgetSpec
+    from scaleplan.specs.loader import load_spec
+
+    return planning.plan(load_spec(BudgetSpec, EXAMPLES_DIR / "h100x8-week.yaml"))
+
+
+def test_planned_report_without_law_search_or_estimates(planned_week: Plan, tmp_path: Path) -> None:
+    stripped = planned_week.model_copy(
+        update={
+            "law": {},
+            "search": {},
+            "budget": None,
+            "phases": tuple(p.model_copy(update={"estimate": None}) for p in planned_week.phases),
+        }
+    )
+    figures = by_key(build_report(stripped, tmp_path, strict=True).figures)
+    assert "no scaling law" in (figures["1_scaling_law"].reason or "")
+    assert "schedule fit" in (figures["2_loss_forecast"].reason or "")
+    assert "no layout search" in (figures["3_layout_search"].reason or "")
+    for key in ("4_memory", "5_pipeline_timeline", "6_phases"):
+        assert figures[key].status == "ok", key
+
+
+def test_planned_report_search_plot_marks_the_chosen_layout(planned_week: Plan) -> None:
+    fig = by_key(draw_figures(planned_week, strict=True))["3_layout_search"]
+    assert fig.status == "ok" and "Pareto front" in fig.caption
+    step_s = planned_week.phase("pretrain").estimate.step_time_s
+    assert f"{step_s:.3g} s per step" in fig.caption  # the star sits at the plan's own step time
