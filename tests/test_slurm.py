@@ -22,7 +22,6 @@ from scaleplan.executor.compile import compile_plan, write_compiled
 from scaleplan.planner.cli import main
 from scaleplan.specs.errors import SpecError
 
-pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -63,6 +62,7 @@ def _events(path: Path, kind: str) -> list[dict]:
     return [e for e in map(json.loads, path.read_text().splitlines()) if e["event"] == kind]
 
 
+@pytest.mark.slow
 def test_two_phase_chain_trains_in_order(
     slurm_env: SlurmCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -104,6 +104,7 @@ def test_two_phase_chain_trains_in_order(
     ]
 
 
+@pytest.mark.slow
 def test_failed_phase_stops_the_chain_and_status_says_so(
     slurm_env: SlurmCluster,
     tmp_path: Path,
@@ -129,6 +130,7 @@ def test_failed_phase_stops_the_chain_and_status_says_so(
     assert code == 0 and "FAILED" in out and "CANCELLED" in out
 
 
+@pytest.mark.slow
 def test_sbatch_refusal_is_one_error_line(
     slurm_env: SlurmCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -138,3 +140,43 @@ def test_sbatch_refusal_is_one_error_line(
         slurm.submit(compiled, tmp_path / "run", sbatch_args="--partition=no_such_partition")
     code, _, err = _cli(["status", str(tmp_path / "nothing")], capsys)
     assert code == 2 and "not submitted" in err
+
+
+def test_status_parses_scontrol_and_falls_back_to_squeue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a cluster: stand-in scontrol/squeue print what Slurm 22.05 prints."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(
+        "#!/usr/bin/env bash\n"
+        'if [ "$4" = 11 ]; then echo "JobId=11 JobName=x-pretrain UserId=root(0) JobState=COMPLETED '
+        "Reason=None Dependency=(null) ExitCode=0:0 RunTime=00:00:09 StartTime=2026-01-01T00:00:01 "
+        'EndTime=2026-01-01T00:00:10 NodeList=n1"; exit 0; fi\n'
+        'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1\n'
+    )
+    (bin_dir / "squeue").write_text(
+        '#!/usr/bin/env bash\n[ "$4" = 12 ] && echo "12 PENDING (Dependency)"\nexit 0\n'
+    )
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    run = tmp_path / "run"
+    run.mkdir()
+    jobs = [
+        {"phase": "pretrain", "job_id": "11"},
+        {"phase": "anneal", "job_id": "12"},
+        {"phase": "sft", "job_id": "13"},
+    ]
+    (run / slurm.JOBS_FILE).write_text(json.dumps({"jobs": jobs}))
+    pre, ann, sft = slurm.status(run)
+    assert (pre.phase, pre.state, pre.exit_code, pre.node_list, pre.end_time) == (
+        "pretrain",
+        "COMPLETED",
+        "0:0",
+        "n1",
+        "2026-01-01T00:00:10",
+    )
+    assert pre.reason is None
+    assert (ann.state, ann.reason) == ("PENDING", "(Dependency)")
+    assert sft.state == "UNKNOWN" and "MinJobAge" in (sft.reason or "")
