@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+
 from scaleplan.specs.errors import SpecError
 
 ENGINE_CHOICE = click.Choice(["megatron", "megatron-lm", "deepspeed"])
@@ -128,18 +129,23 @@ def compile_cmd(
     show_default=True,
     help="When TARGET is a plan file.",
 )
+@click.option("--phases", default=None, help="When TARGET is a plan file: comma-separated subset.")
 @click.option(
     "--sbatch-args", default="", help="Extra sbatch flags, e.g. '--partition=gpu --account=x'."
 )
-@click.option("--json", "as_json", is_flag=True)
-def submit_cmd(target: str, run_dir: str, engine: str, sbatch_args: str, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def submit_cmd(
+    target: str, run_dir: str, engine: str, phases: str | None, sbatch_args: str, as_json: bool
+) -> None:
     """Submit a plan (compiled into RUN_DIR/compiled) or a compiled folder to Slurm, phases chained."""
     from scaleplan.executor import slurm
 
     compiled_dir = Path(target)
     if compiled_dir.is_file():
         compiled_dir = Path(run_dir) / "compiled"
-        _compile(target, str(compiled_dir), engine, None, run_dir, force=True)
+        _compile(target, str(compiled_dir), engine, phases, run_dir, force=True)
+    elif phases:
+        raise click.UsageError("--phases applies to a plan file; TARGET is already compiled")
     record = slurm.submit(compiled_dir, run_dir, sbatch_args=sbatch_args)
     if as_json:
         click.echo(json.dumps(record))
@@ -153,7 +159,7 @@ def submit_cmd(target: str, run_dir: str, engine: str, sbatch_args: str, as_json
 
 @click.command("status")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def status_cmd(run_dir: str, as_json: bool) -> None:
     """Report each submitted phase's Slurm state (RUN_DIR holds slurm_jobs.json)."""
     from scaleplan.executor import slurm
