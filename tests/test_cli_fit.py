@@ -78,11 +78,14 @@ def test_columns_mapping_and_plot(tmp_path, capsys) -> None:
             "--plot",
             str(png),
             "--json",
+            "--loo",
         ],
         capsys,
     )
     assert code == 0, err
     assert png.stat().st_size > 1000
+    loo = json.loads(out)["loo"]
+    assert loo["rmse_log"] < 1e-4  # exact synthetic data: each point is predicted without itself
 
 
 @pytest.mark.parametrize(

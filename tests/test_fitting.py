@@ -158,3 +158,20 @@ def test_power_law_fit_weighted() -> None:
     coef, exp, _ = power_law_fit(x, y, w)
     assert exp == pytest.approx(0.5, abs=1e-6)
     assert coef == pytest.approx(3.0, rel=1e-5)
+
+
+def test_data_constrained_two_stage_fit_recovers_muennighoff_law() -> None:
+    from scaleplan.planner.laws import load_law
+
+    law = load_law("data-constrained")
+    rng = np.random.default_rng(4)
+    n = 40
+    N = np.exp(rng.uniform(np.log(1e7), np.log(3e9), n))
+    D = np.exp(rng.uniform(np.log(1e8), np.log(3e11), n))
+    U = np.where(np.arange(n) % 2 == 0, D * 2, D / rng.uniform(2, 40, n))  # half repeat 2-40 epochs
+    L = law.loss(N, D, unique_tokens=U)
+    fit = fit_law("data-constrained", N, D, L, unique_tokens=U)
+    assert fit.law.params["R_D_star"] == pytest.approx(15.387756, rel=0.02)
+    assert fit.law.params["alpha"] == pytest.approx(0.3526596, rel=0.01)
+    with pytest.raises(SpecError, match="single-epoch"):
+        fit_law("data-constrained", N, D, L, unique_tokens=D / 2)

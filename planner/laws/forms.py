@@ -289,7 +289,9 @@ def law_from_dict(data: dict[str, Any], source: str | None = None) -> Law:
     if form == "data-constrained" and data.get("unique_tokens") is not None:
         extra["unique_tokens"] = float(data["unique_tokens"])
     if form == "frontier" and data.get("loss_params"):
-        extra["loss_params"] = {k: float(v) for k, v in data["loss_params"].items()}
+        lp = data["loss_params"]
+        if isinstance(lp, dict) and all(isinstance(v, (int, float)) for v in lp.values()):
+            extra["loss_params"] = {k: float(v) for k, v in lp.items()}
     try:
         law = FORMS[form](**values, **extra)  # type: ignore[arg-type]
     except TypeError as exc:

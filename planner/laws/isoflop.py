@@ -43,14 +43,17 @@ def _loss_frontier(C: np.ndarray, L: np.ndarray) -> dict[str, float]:
     best: tuple[float, dict[str, float]] | None = None
     for E in np.linspace(0.0, 0.999 * L.min(), 400):
         k, g, rss = power_law_fit(C, L - E)
-        if best is None or rss < best[0]:
+        if np.isfinite(rss) and (best is None or rss < best[0]):
             best = (rss, {"E": float(E), "k": k, "gamma": -g})
-    assert best is not None
-    return best[1]
+    return best[1] if best is not None else {}
 
 
 def _frontier(method: str, C, N, D, L, n_points: int, t0: float, parabolas=None) -> FrontierFit:
     C, N, D, L = (np.asarray(v, float) for v in (C, N, D, L))
+    if not np.all(np.isfinite(np.c_[C, N, D, L])) or np.any(np.c_[C, N, D, L] <= 0):
+        raise SpecError(
+            f"{method} found non-finite optima; is the file one experiment?", field="runs"
+        )
     if len(C) < 3:
         raise SpecError(
             f"{method} needs optima at >= 3 compute budgets (got {len(C)})", field="runs.flops"
@@ -88,6 +91,12 @@ def approach2(
     N, D, L = (np.asarray(v, float) for v in (N, D, L))
     C = FLOPS_PER_PARAM_TOKEN * N * D if flops is None else np.asarray(flops, float)
     labels = group_budgets(C)
+    pairs = {(int(lab), float(n)) for lab, n in zip(labels, N, strict=True)}
+    if len(pairs) < len(N):
+        raise SpecError(
+            "several points share a FLOP budget and a model size; give one experiment per file",
+            field="runs",
+        )
     rows, parabolas = [], []
     for lab in np.unique(labels):
         idx = np.flatnonzero(labels == lab)
@@ -96,10 +105,17 @@ def approach2(
         if len(np.unique(N[idx])) < 3 or k == 0 or k == len(idx) - 1:
             continue  # fewer than 3 sizes, or the minimum is not bracketed by this slice
         m = idx[max(k - window, 0) : k + window + 1]
-        c2, c1, c0 = np.polyfit(np.log(N[m]), L[m], 2)
-        if c2 <= 0:
+        xs = np.log(N[m])
+        if len(np.unique(xs)) < 3:
+            continue
+        mid = float(xs.mean())  # centre log N: a well-conditioned quadratic fit
+        u2, u1, u0 = np.polyfit(xs - mid, L[m], 2)
+        if u2 <= 0:
             continue  # no minimum inside this slice
-        x = -c1 / (2 * c2)
+        x = mid - u1 / (2 * u2)
+        if not xs.min() <= x <= xs.max():
+            continue  # vertex outside the fitted window: not an interpolated optimum
+        c2, c1, c0 = u2, u1 - 2 * u2 * mid, u2 * mid * mid - u1 * mid + u0  # in raw log N
         budget = float(np.exp(np.mean(np.log(C[m]))))
         n_opt = float(np.exp(x))
         rows.append(
