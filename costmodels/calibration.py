@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import least_squares
+
 from scaleplan.specs.efficiency import FITTABLE_BOUNDS, EfficiencyProfile
 from scaleplan.specs.hardware import ClusterSpec
 from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import ModelSpec
-from scipy.optimize import least_squares
 
 from .batch import LayoutBatch
 from .step import estimate_step_batch
@@ -89,6 +90,7 @@ def calibrate_report(
     name: str | None = None,
     prior_weight: float = 0.02,
     max_nfev: int = 400,
+    f_scale: float = 0.05,
 ) -> FitReport:
     """`calibrate`, plus the fit's own error figures."""
     if not runs:
@@ -114,7 +116,7 @@ def calibrate_report(
         return np.concatenate([weights * np.log(pred / measured), prior_weight * (x - x0)])
 
     result = least_squares(
-        residuals, x0, bounds=(0.0, 1.0), loss="soft_l1", f_scale=0.05, max_nfev=max_nfev,
+        residuals, x0, bounds=(0.0, 1.0), loss="soft_l1", f_scale=f_scale, max_nfev=max_nfev,
         diff_step=1e-3,
     )  # fmt: skip
     prof = EfficiencyProfile.model_validate(profile_at(result.x).model_dump())

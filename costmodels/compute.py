@@ -201,7 +201,7 @@ def optimizer_step_s(
     Offloaded (ZeRO-Offload, Ren et al. 2021): gradients down and bf16 weights up over PCIe, and
     the update streamed through host memory.
     """
-    on_gpu = params_on_gpu * OPTIMIZER_BYTES_PER_PARAM / (gpu.hbm_bytes_per_s * prof.hbm_eff)
+    on_gpu = params_on_gpu * OPTIMIZER_BYTES_PER_PARAM / (gpu.hbm_bytes_per_s * prof.optimizer_eff)
     on_cpu = params_on_gpu * (
         6.0 / PCIE_BYTES_PER_S + OPTIMIZER_BYTES_PER_PARAM / CPU_ADAM_BYTES_PER_S
     )

@@ -23,6 +23,7 @@ from scaleplan.specs.model import ModelSpec
 from . import flops
 from .batch import LayoutBatch
 from .compute import optimizer_step_s
+from .pipeline import PipelineTimeline, simulate_schedule
 from .step_parts import StageParts, stage_parts
 
 STEP_FIELDS = (
@@ -154,6 +155,29 @@ def estimate_step_batch(
     )
 
 
+def pipeline_timeline(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    layout: LayoutSpec,
+    seq_length: int,
+    profile: EfficiencyProfile | None = None,
+) -> PipelineTimeline:
+    """One step's pipeline, event by event (`pipeline.simulate_schedule`), with the per-stage
+    forward and backward times of the step model: for Gantt charts of a layout."""
+    prof = profile or cluster.profile
+    parts = stage_parts(model, cluster, LayoutBatch.from_specs([layout]), seq_length, prof)
+    fwd = [float(p.forward_s[0]) for p in parts]
+    bwd = [float(p.total_s[0]) - f for p, f in zip(parts, fwd, strict=True)]
+    p = layout.pp
+    pick = [0] if p == 1 else [0] + [1] * (p - 2) + [2]
+    return simulate_schedule(
+        [fwd[i] for i in pick],
+        [bwd[i] for i in pick],
+        max(layout.num_microbatches, 1),
+        vp=layout.vp,
+    )
+
+
 # --- one layout, with the terms `simulate --explain` prints ------------------------------------
 
 TERM_FORMULAS: dict[str, tuple[str, str]] = {
@@ -190,7 +214,7 @@ TERM_FORMULAS: dict[str, tuple[str, str]] = {
         "Narayanan et al. 2021 eq. 1 and section 2.2.2",
     ),
     "optimizer_s": (
-        "params updated on this GPU x 34 B / (HBM * hbm_eff)",
+        "params updated on this GPU x 34 B / (HBM * optimizer_eff)",
         "mixed-precision Adam (Micikevicius et al. 2018; ZeRO section 3.1)",
     ),
     "overhead_s": (

@@ -48,6 +48,7 @@ class StageParts:
     overhead_s: np.ndarray
     dp_exposed_step_s: np.ndarray
     params_updated: np.ndarray  # parameters whose Adam step this GPU runs
+    forward_s: np.ndarray  # the forward share of total_s (the rest is backward + recompute)
 
     @property
     def total_s(self) -> np.ndarray:
@@ -174,6 +175,8 @@ def stage_parts(
         2.0 * host - bwd_layer, 0.0
     )
     overhead = layers * host_wait + prof.microbatch_overhead_s
+    # Forward share of a micro-batch on a stage (for event-level pipeline timelines).
+    forward = layers * (np.maximum(fwd_layer, host)) + pp_s / 2.0 + prof.microbatch_overhead_s / 2.0
     # --- parameters and DP sync (differ per stage: embedding and LM head) ---------------------
     zero = layouts.zero_stage
     sharded = (layouts.distributed_optimizer > 0) | (zero >= 1)
@@ -193,6 +196,9 @@ def stage_parts(
     ):
         head = np.where(ends_last[name], lt.head_fwd_s + lt.head_bwd_s, 0.0)
         embed = np.where(ends_first[name], lt.embed_fwd_s + lt.embed_bwd_s, 0.0)
+        head_embed_fwd = np.where(ends_last[name], lt.head_fwd_s, 0.0) + np.where(
+            ends_first[name], lt.embed_fwd_s, 0.0
+        )
         compute = body + head + embed
         params = p_dense + p_emb + p_exp
         grad_sync = ar_factor * comm.reduce_scatter_s(
@@ -233,6 +239,7 @@ def stage_parts(
                 overhead_s=overhead,
                 dp_exposed_step_s=dp_exposed,
                 params_updated=updated,
-            )  # fmt: skip
+                forward_s=forward + head_embed_fwd,
+            )
         )
     return out

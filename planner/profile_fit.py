@@ -28,7 +28,11 @@ STACK_PRIORS: dict[str, dict[str, float]] = {
 
 
 # Parameters in the order they matter for step time across the published runs; a profile with n
-# runs fits the first n // 3 of them (at least 2), so small groups cannot overfit.
+# runs fits the first n // 3 of them (at least 2), so small groups cannot overfit. Fits pull each
+# parameter towards its prior (PRIOR_WEIGHT, in units of its normalized range) and use a
+# near-L1 loss (F_SCALE: residuals beyond 1 % count linearly), i.e. they minimise the MAPE.
+PRIOR_WEIGHT = 0.1
+F_SCALE = 0.01
 FIT_PRIORITY: tuple[str, ...] = (
     "gemm_max",
     "attention_eff",
@@ -38,18 +42,19 @@ FIT_PRIORITY: tuple[str, ...] = (
     "network_eff",
     "elementwise_bytes_per_hidden",
     "layer_host_s",
+    "optimizer_eff",
     "dp_overlap",
     "nvlink_eff",
-    "step_overhead_s",
     "microbatch_overhead_s",
     "attention_score_passes",
     "hbm_eff",
     "collective_latency_s",
+    "step_overhead_s",
 )
 
 
 def fit_parameters(cases: Sequence[RunCase]) -> tuple[str, ...]:
-    """The first len(cases) // 2 (at least 2) of FIT_PRIORITY that the cases can inform: the MoE
+    """The first len(cases) // 3 (at least 2) of FIT_PRIORITY that the cases can inform: the MoE
     host time needs MoE runs, the unfused-attention passes a stack that does not fuse it, and
     the overlaps a stack that overlaps (the legacy stack's stay 0)."""
     legacy = all(c.stack == "megatron-legacy" for c in cases)
@@ -60,7 +65,7 @@ def fit_parameters(cases: Sequence[RunCase]) -> tuple[str, ...]:
         and (p != "attention_score_passes" or any(c.stack != "default" for c in cases))
         and not (legacy and p in ("tp_overlap", "dp_overlap"))
     ]
-    return tuple(relevant[: max(2, min(len(relevant), len(cases) // 2))])
+    return tuple(relevant[: max(2, min(len(relevant), len(cases) // 3))])
 
 
 def prior_profile(name: str) -> EfficiencyProfile:
@@ -88,7 +93,7 @@ def fit_profiles(cases: Sequence[RunCase], max_nfev: int = 300) -> dict[str, Pro
         runs = to_measured_runs(members)
         report = calibrate_report(
             runs, base=prior_profile(name), fit=fit_parameters(members), name=name,
-            max_nfev=max_nfev,
+            max_nfev=max_nfev, prior_weight=PRIOR_WEIGHT, f_scale=F_SCALE,
         )  # fmt: skip
         sources = tuple(sorted({c.source for c in members}))
         fitted = report.profile.model_copy(

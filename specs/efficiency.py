@@ -24,6 +24,7 @@ FITTABLE_BOUNDS: dict[str, tuple[float, float]] = {
     "attention_score_passes": (0.0, 24.0),
     "elementwise_bytes_per_hidden": (0.0, 400.0),
     "hbm_eff": (0.30, 0.98),
+    "optimizer_eff": (0.02, 0.98),
     "nvlink_eff": (0.20, 1.0),
     "network_eff": (0.10, 1.0),
     "collective_latency_s": (0.0, 2.0e-4),
@@ -63,6 +64,9 @@ class EfficiencyProfile(Spec):
     elementwise_bytes_per_hidden: float = Field(default=40.0, ge=0)
     # Memory-bound ops (element-wise, optimizer step) reach this fraction of HBM bandwidth.
     hbm_eff: float = Field(default=0.70, gt=0, le=1.0)
+    # The optimizer step (Adam over fp32 master weights, gradient norm, clipping, fp16 loss-scale
+    # checks) reaches this fraction of HBM bandwidth; unfused multi-tensor kernels reach less.
+    optimizer_eff: float = Field(default=0.5, gt=0, le=1.0)
     # Collectives reach these fractions of link bandwidth, plus a latency per ring step.
     nvlink_eff: float = Field(default=0.75, gt=0, le=1.0)
     network_eff: float = Field(default=0.80, gt=0, le=1.0)

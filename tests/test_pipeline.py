@@ -84,3 +84,21 @@ def test_bad_inputs() -> None:
         simulate_schedule([1.0] * 4, [1.0] * 4, 6, vp=2)  # m not divisible by p
     with pytest.raises(ValueError):
         simulate_schedule([1.0], [1.0], 0)
+
+
+def test_pipeline_timeline_of_a_layout_matches_the_step_model() -> None:
+    from scaleplan.costmodels.batch import LayoutBatch
+    from scaleplan.costmodels.step import estimate_step_batch, pipeline_timeline
+    from scaleplan.specs.efficiency import EfficiencyProfile
+    from scaleplan.specs.hardware import make_cluster
+    from scaleplan.specs.layout import LayoutSpec
+    from scaleplan.specs.model import get_model
+
+    model, cluster, prof = get_model("llama3-8b"), make_cluster("H100", 32), EfficiencyProfile()
+    for vp in (1, 2):
+        lay = LayoutSpec(tp=2, pp=4, vp=vp, dp=4, micro_batch=1, global_batch=64)
+        tl = pipeline_timeline(model, cluster, lay, 4096, prof)
+        est = estimate_step_batch(model, cluster, LayoutBatch.from_specs([lay]), 4096, prof)
+        busy = float(est.step_time_s[0] - est.dp_s[0] - est.optimizer_s[0])
+        assert tl.num_stages == 4 and tl.num_microbatches == 16 and tl.vp == vp
+        assert tl.makespan_s == pytest.approx(busy, rel=0.03)

@@ -182,3 +182,22 @@ def test_speed_of_vectorized_evaluation() -> None:
     out = estimate_step_batch(GPT, cluster, batch, 2048, PROFILE)
     assert len(out) == n and np.all(np.isfinite(out.step_time_s))
     assert time.perf_counter() - t0 < 5.0
+
+
+def test_simulate_reports_the_step_breakdown(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from scaleplan.planner.cli import main
+
+    args = ["simulate", "--model", "llama3-8b", "--gpu", "h100", "--gpus", "16", "--tp", "2",
+            "--global-batch", "128", "--micro-batch", "1", "--tokens", "1e12"]  # fmt: skip
+    main([*args, "--json"])
+    step = json.loads(capsys.readouterr().out)["step"]
+    parts = ("compute_s", "exposed_comm_s", "bubble_s", "optimizer_s", "overhead_s")
+    assert sum(step[k] for k in parts) == pytest.approx(step["step_time_s"])
+    assert step["time_to_train_s"] == pytest.approx(1e12 / (step["tokens_per_s_per_gpu"] * 16))
+    assert step["cost_usd"] > 0 and 0 < step["mfu"] < 1
+    assert {t["name"] for t in step["terms"]} >= {"compute_s", "tp_s", "bubble_s"}
+    main([*args, "--explain"])
+    out = capsys.readouterr().out
+    assert "Step time" in out and "formula" in out and "Narayanan" in out and "days on 16 GPUs" in out
