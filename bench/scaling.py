@@ -19,7 +19,7 @@ import numpy as np
 from scaleplan.planner.laws import load_law
 from scaleplan.planner.laws.fitting import fit_law
 from scaleplan.planner.laws.hyperparams import fit_lr_batch_law
-from scaleplan.planner.laws.isoflop import approach2, power_law_fit
+from scaleplan.planner.laws.isoflop import approach1, approach2, power_law_fit
 from scaleplan.planner.laws.runs_csv import drop_highest, last_per_run, parse_column_map, read_runs
 from scaleplan.planner.laws.schedule_law import (
     Curve,
@@ -238,6 +238,19 @@ def ladder(data: Path) -> list[Row]:
                 "pass" if abs(e) <= 0.015 else "MISS",
             )
         )
+    curves = read_runs(
+        data / "olmo_ladder_c4_loss_trajectories.csv",
+        parse_column_map("params=n_params_ladder,loss=c4_en_val_ce_loss,flops="),
+    )
+    a1 = approach1(curves.N, curves.D, curves.loss, curves.run).law.params["a"]
+    rows.append(
+        (
+            "ladder: Approach 1 envelope over all 30 curves",
+            f"N_opt ∝ C^{a1:.3f}",
+            "-",
+            "info (one cosine length per run: biased, see isoflop.approach1)",
+        )
+    )
     rows.append(
         (
             "ladder: mean |error| over 3B runs",

@@ -142,8 +142,11 @@ def approach2(
 def approach1(
     N: np.ndarray, D: np.ndarray, L: np.ndarray, run: np.ndarray, n_budgets: int = 200
 ) -> FrontierFit:
-    """Lower envelope of training curves: at each of `n_budgets` log-spaced FLOP values, the run
-    with the lowest (log-log interpolated) loss gives N_opt(C), D_opt(C) = C/(6N_opt)."""
+    """Lower envelope of training curves (Hoffmann et al. 2022 Sec. 3.1): at each of `n_budgets`
+    log-spaced FLOP values, the run with the lowest (log-log interpolated) loss gives N_opt(C),
+    D_opt(C) = C/(6N_opt). Hoffmann used several schedule lengths per size because a checkpoint
+    in the middle of a long cosine run sits above the loss of a run that ends there; curves from
+    one schedule per size bias N_opt towards small models (bench/RESULTS.md, OLMo ladder)."""
     t0 = time.perf_counter()
     N, D, L = (np.asarray(v, float) for v in (N, D, L))
     run = np.asarray(run)
