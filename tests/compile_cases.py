@@ -28,6 +28,12 @@ def tiny_variants() -> dict[str, Plan]:
         "zero2": tiny_plan(dp=2, zero_stage=2, phases=two),
         "zero3": tiny_plan(dp=2, zero_stage=3, phases=two),
         "distopt": tiny_plan(dp=2, distributed_optimizer=True, phases=two),
+        "distopt_offload_fp16": tiny_plan(
+            dp=2,
+            distributed_optimizer=True,
+            phases=two,
+            phase_layouts={p: {"offload_optimizer": True, "precision": "fp16"} for p in two},
+        ),
     }
 
 
