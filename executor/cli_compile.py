@@ -87,19 +87,15 @@ def compile_cmd(
 
     console = Console()
     table = Table(title=f"compiled {len(compiled.phases)} phase(s) for {engine} into {root}")
-    for col in ("phase", "folder", "nodes x GPUs", "steps", "starts from", "files"):
-        table.add_column(col)
+    for col in ("phase", "folder", "nodes x GPUs", "steps", "starts from"):
+        table.add_column(col, no_wrap=True)
     for ph in compiled.phases:
-        files = sorted(Path(f).name for f in compiled.files if f.startswith(ph["dir"] + "/"))
-        table.add_row(
-            ph["name"],
-            ph["dir"] + "/",
-            f"{ph['nodes']} x {ph['gpus_per_node']}",
-            str(ph["steps"]),
-            ph["init_from"] or "-",
-            " ".join(files),
-        )
+        nodes = f"{ph['nodes']} x {ph['gpus_per_node']}"
+        table.add_row(ph["name"], ph["dir"] + "/", nodes, str(ph["steps"]), ph["init_from"] or "-")
     console.print(table)
+    first = compiled.phases[0]["dir"] + "/"
+    per_phase = sorted(f.removeprefix(first) for f in compiled.files if f.startswith(first))
+    click.echo(f"each phase folder holds: {', '.join(per_phase)}")
     click.echo(f"also wrote: {', '.join(sorted(f for f in compiled.files if '/' not in f))}")
     for note in compiled.notes:
         click.echo(f"note: {note}")
@@ -107,10 +103,14 @@ def compile_cmd(
     click.echo(
         f"  Slurm:      scaleplan submit {root} --run-dir RUN_DIR   (or: RUN_DIR=... bash {root}/submit_all.sh)"
     )
-    click.echo(f"  one node:   RUN_DIR=... bash {root}/run_all_local.sh")
-    click.echo(
-        f"  one phase:  bash {root}/{compiled.phases[0]['dir']}/torchrun.sh   (SCALEPLAN_DRY_RUN=1 prints the command)"
-    )
+    if all(ph["nodes"] == 1 for ph in compiled.phases):
+        click.echo(f"  this node:  RUN_DIR=... bash {root}/run_all_local.sh")
+    one = f"{root}/{compiled.phases[0]['dir']}/torchrun.sh"
+    click.echo(f"  one phase:  bash {one}   (SCALEPLAN_DRY_RUN=1 prints the command)")
+    if any(ph["nodes"] > 1 for ph in compiled.phases):
+        click.echo(
+            "              multi-node without Slurm: run it on every node with NODE_RANK and MASTER_ADDR set"
+        )
     del written
 
 
