@@ -21,7 +21,7 @@ KIND_COLORS: dict[str, str] = {
 KIND_LABELS: dict[str, str] = {
     "forward": "forward",
     "backward": "backward",
-    "comm": "communication (p2p)",
+    "comm": "p2p send",
     "bubble": "bubble (idle)",
     "dp_sync": "gradient sync (exposed)",
     "optimizer": "optimizer step",
@@ -29,80 +29,33 @@ KIND_LABELS: dict[str, str] = {
 MAX_LABELLED_EVENTS = 600  # micro-batch numbers drawn at most (text is the slowest thing to draw)
 
 
-def stage_pass_times(ctx: ReportContext) -> tuple[list[float], list[float], float]:
-    """Per pipeline stage, one micro-batch's forward and backward seconds, and the p2p delay.
+def simulate_main_phase(ctx: ReportContext) -> tuple[Any, list[float]]:
+    """The event-level timeline of one step of the main phase's layout
+    (costmodels.step.pipeline_timeline), and each stage's p2p send time per pass (half the step
+    model's per-micro-batch pp term: one send forward, one backward), cached on the context."""
 
-    Composed from the step model's own per-stage terms (costmodels.step_parts: the one
-    definition of a stage's time per micro-batch, communication and overheads included): each
-    stage's time less its p2p sends is split into forward and backward in the ratio of that
-    stage's forward to total compute (costmodels.compute.layer_times; backward and recompute
-    go with the backward pass, Narayanan et al. 2021 eq. 3)."""
-    from scaleplan.costmodels.batch import LayoutBatch
-    from scaleplan.costmodels.compute import layer_times
-    from scaleplan.costmodels.step_parts import STAGE_NAMES, stage_parts
+    def compute() -> tuple[Any, list[float]]:
+        from scaleplan.costmodels.batch import LayoutBatch
+        from scaleplan.costmodels.step import pipeline_timeline
+        from scaleplan.costmodels.step_parts import STAGE_NAMES, stage_parts
+        from scaleplan.planner.search import cluster_of
 
-    phase = ctx.main_phase
-    model, cluster, lay = ctx.plan.model, ctx.plan.cluster, phase.layout
-    from scaleplan.planner.search import cluster_of
-
-    cluster = cluster_of(cluster, phase.num_gpus)
-    batch = LayoutBatch.from_specs([lay])
-    prof = cluster.profile
-    parts = dict(
-        zip(STAGE_NAMES, stage_parts(model, cluster, batch, phase.seq_length, prof), strict=True)
-    )
-    lt = layer_times(
-        model,
-        cluster.gpu,
-        prof,
-        phase.seq_length,
-        batch.tp,
-        batch.cp,
-        batch.ep,
-        batch.etp,
-        batch.micro_batch,
-        batch.sequence_parallel,
-        batch.precision,
-    )
-    pp = lay.pp
-    per_stage_layers = model.num_layers / pp
-    moe_share = model.num_moe_layers / model.num_layers
-    fwd_layers = per_stage_layers * (
-        (1 - moe_share) * float(lt.dense_fwd_s[0]) + moe_share * float(lt.moe_fwd_s[0])
-    )
-    fwd_s: list[float] = []
-    bwd_s: list[float] = []
-    p2p_s = 0.0
-    for rank in range(pp):
-        name = "first" if rank == 0 else "last" if rank == pp - 1 else "middle"
-        part = parts[name]
-        forward = fwd_layers
-        if rank == 0:
-            forward += float(lt.embed_fwd_s[0])
-        if rank == pp - 1:
-            forward += float(lt.head_fwd_s[0])
-        compute = float(part.compute_s[0])
-        share = min(max(forward / compute, 0.0), 1.0) if compute > 0 else 1.0 / 3.0
-        p2p_s = float(part.pp_s[0]) / 2.0  # one send forward, one backward per micro-batch
-        busy = float(part.total_s[0]) - float(part.pp_s[0])
-        fwd_s.append(share * busy)
-        bwd_s.append((1.0 - share) * busy)
-    return fwd_s, bwd_s, p2p_s
-
-
-def simulate_main_phase(ctx: ReportContext) -> Any:
-    """The event-level pipeline timeline of the main phase's layout, cached on the context."""
-
-    def compute() -> Any:
-        try:
-            from scaleplan.costmodels.pipeline import simulate_schedule
-        except ImportError:
-            raise Unavailable(
-                "the event-level pipeline simulation (scaleplan.costmodels.pipeline) is not available in this installation"
-            ) from None
-        layout = ctx.main_phase.layout
-        fwd, bwd, p2p = stage_pass_times(ctx)
-        return simulate_schedule(fwd, bwd, max(layout.num_microbatches, 1), layout.vp, p2p)
+        phase = ctx.main_phase
+        cluster = cluster_of(ctx.plan.cluster, phase.num_gpus)
+        timeline = pipeline_timeline(ctx.plan.model, cluster, phase.layout, phase.seq_length)
+        parts = stage_parts(
+            ctx.plan.model,
+            cluster,
+            LayoutBatch.from_specs([phase.layout]),
+            phase.seq_length,
+            cluster.profile,
+        )
+        send = dict(zip(STAGE_NAMES, (float(p.pp_s[0]) / 2.0 for p in parts), strict=True))
+        pp = phase.layout.pp
+        per_stage = [
+            send["first" if r == 0 else "last" if r == pp - 1 else "middle"] for r in range(pp)
+        ]
+        return timeline, per_stage
 
     return ctx.cached("pipeline", compute)
 
@@ -127,7 +80,7 @@ def _step_tail_s(ctx: ReportContext) -> tuple[float, float]:
 
 
 def build(ctx: ReportContext) -> tuple[Any, str]:
-    timeline = simulate_main_phase(ctx)
+    timeline, send_s = simulate_main_phase(ctx)
     events = list(timeline.events)
     if not events:
         raise Unavailable("the pipeline simulation produced no events")
@@ -142,11 +95,18 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     busy: dict[str, float] = defaultdict(float)
     stages = sorted({int(e.stage) for e in events})
     for e in events:
-        width = (float(e.end_s) - float(e.start_s)) * scale
-        if width <= 0:
+        start_s, end_s, kind = float(e.start_s), float(e.end_s), str(e.kind)
+        if end_s <= start_s:
             continue
-        spans[(int(e.stage), str(e.kind))].append((float(e.start_s) * scale, width))
-        busy[str(e.kind)] += width / scale
+        busy[kind] += end_s - start_s
+        comm_s = (
+            min(send_s[int(e.stage)], end_s - start_s) if kind in ("forward", "backward") else 0.0
+        )
+        if comm_s > 0:  # the pass's p2p send closes it (the step model counts it in the pass)
+            spans[(int(e.stage), "comm")].append(((end_s - comm_s) * scale, comm_s * scale))
+            busy["comm"] += comm_s
+            end_s -= comm_s
+        spans[(int(e.stage), kind)].append((start_s * scale, (end_s - start_s) * scale))
     for stage in stages:  # gradient sync then the optimizer step close every stage's step
         if dp_s > 0:
             spans[(stage, "dp_sync")].append((makespan_s * scale, dp_s * scale))
@@ -220,7 +180,8 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     caption = (
         f"Gantt chart of one optimizer step of the {phase.name} layout from the event-level pipeline simulation: "
         f"one row per pipeline stage, forward and backward passes of each micro-batch{' (numbered)' if numbered else ''}, "
-        f"point-to-point communication and idle bubbles, then the exposed data-parallel gradient sync and the optimizer "
+        f"the point-to-point send that closes each pass on a pipeline (green; tensor-, context- and expert-parallel "
+        f"collectives stay inside the passes), idle bubbles, then the exposed data-parallel gradient sync and the optimizer "
         f"step ({dp_s * scale:.3g} and {opt_s * scale:.3g} {unit}). Pipeline makespan {makespan_s * scale:.3g} {unit}, "
         f"whole step {step_s * scale:.3g} {unit}; "
         f"bubbles take {100 * bubble_frac:.1f} % of the pipeline's stage time (closed form (p−1)/(v·m) = "
