@@ -29,6 +29,28 @@ class ReportContext:
                 return phase
         return self.plan.phases[0]
 
+    @functools.cached_property
+    def pipeline_phase(self) -> PhaseSpec:
+        """The phase the memory-per-stage and Gantt plots describe: the main phase, or, when
+        its layout has no pipeline parallelism, the costliest language-model or SFT phase
+        whose layout has one (so the per-stage plots show stages)."""
+        if self.main_phase.layout.pp > 1:
+            return self.main_phase
+        piped = [
+            p for p in self.plan.phases if p.layout.pp > 1 and p.objective.kind in ("lm", "sft")
+        ]
+        return max(piped, key=lambda p: p.cost_usd) if piped else self.main_phase
+
+    def pipeline_note(self) -> str:
+        """A sentence for captions when `pipeline_phase` is not the main phase."""
+        phase = self.pipeline_phase
+        if phase is self.main_phase:
+            return ""
+        return (
+            f" The {self.main_phase.name} layout has no pipeline parallelism, so this shows the {phase.name} "
+            f"phase, the costliest with one (PP={phase.layout.pp})."
+        )
+
     def resolved_fit_path(self) -> str | None:
         """The FIT.json to plot: the one given, else the one the plan's law names."""
         candidates: list[Any] = [

@@ -30,6 +30,10 @@ def stages_to_show(pp: int) -> list[tuple[str, int]]:
     return [("first", 0), ("middle", pp // 2), ("last", pp - 1)]
 
 
+def _gib(value: float) -> str:
+    return "<0.1" if 0 < value < 0.05 else f"{value:.1f}"
+
+
 def _pretty(name: str) -> str:
     return name.removesuffix("_bytes").replace("_", " ")
 
@@ -43,7 +47,7 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         ) from None
     from scaleplan.costmodels.batch import LayoutBatch
 
-    phase = ctx.main_phase
+    phase = ctx.pipeline_phase
     layout = phase.layout
     batch = LayoutBatch.from_specs([layout])
     stages = stages_to_show(layout.pp)
@@ -67,11 +71,8 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     ]
     for i, name in enumerate(names):
         vals = np.array([s.get(name, 0.0) for s in per_stage]) / GIB
-        span = (
-            f"{vals.min():.2f}–{vals.max():.2f}"
-            if len(vals) > 1 and vals.max() - vals.min() > 0.005
-            else f"{vals.max():.2f}"
-        )
+        lo_text, hi_text = _gib(float(vals.min())), _gib(float(vals.max()))
+        span = hi_text if lo_text == hi_text else f"{lo_text}–{hi_text}"
         ax.bar(
             x,
             vals,
@@ -119,4 +120,4 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         f"for {', '.join(f'the {k} stage' for k, _ in stages)}, stacked, against the {ctx.plan.cluster.gpu.name}'s "
         f"{hbm_gib:.1f} GiB of HBM (dashed). The fullest stage uses {worst:.1f} GiB ({100 * worst / hbm_gib:.0f} % of HBM)."
     )
-    return fig, caption
+    return fig, caption + ctx.pipeline_note()

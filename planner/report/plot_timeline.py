@@ -40,7 +40,7 @@ def simulate_main_phase(ctx: ReportContext) -> tuple[Any, list[float]]:
         from scaleplan.costmodels.step_parts import STAGE_NAMES, stage_parts
         from scaleplan.planner.search import cluster_of
 
-        phase = ctx.main_phase
+        phase = ctx.pipeline_phase
         cluster = cluster_of(ctx.plan.cluster, phase.num_gpus)
         timeline = pipeline_timeline(ctx.plan.model, cluster, phase.layout, phase.seq_length)
         parts = stage_parts(
@@ -67,7 +67,7 @@ def _step_tail_s(ctx: ReportContext) -> tuple[float, float]:
     from scaleplan.costmodels.step import estimate_step_batch
     from scaleplan.planner.search import cluster_of
 
-    phase = ctx.main_phase
+    phase = ctx.pipeline_phase
     cluster = cluster_of(ctx.plan.cluster, phase.num_gpus)
     row = estimate_step_batch(
         ctx.plan.model,
@@ -84,7 +84,7 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     events = list(timeline.events)
     if not events:
         raise Unavailable("the pipeline simulation produced no events")
-    phase = ctx.main_phase
+    phase = ctx.pipeline_phase
     layout = phase.layout
     makespan_s = float(timeline.makespan_s)
     dp_s, opt_s = _step_tail_s(ctx)
@@ -187,4 +187,4 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         f"bubbles take {100 * bubble_frac:.1f} % of the pipeline's stage time (closed form (p−1)/(v·m) = "
         f"{100 * ideal:.1f} % of the ideal time)."
     )
-    return fig, caption
+    return fig, caption + ctx.pipeline_note()
