@@ -134,12 +134,13 @@ def dpo_batches(
     dp: int,
     mb: int,
     n_micro: int,
+    held_out: bool = False,
 ) -> list[MicroBatch]:
     """Each micro-batch holds mb pairs as 2*mb rows: chosen rows first, then rejected rows."""
     out = []
     for m in range(n_micro):
         idx = sample_indices(step_base, m, dp_rank, dp, mb)
-        ts = [tasks.task(i, seed, kinds=kinds) for i in idx]
+        ts = [tasks.task(i, seed, held_out=held_out, kinds=kinds) for i in idx]
         rejected = [
             tasks.corrupt(t, np.random.default_rng((seed, 11, i)))
             for t, i in zip(ts, idx, strict=True)

@@ -225,7 +225,7 @@ class DPORunner(Runner):
     def evaluate(self) -> dict[str, float]:
         """Reward margin on held-out pairs."""
         batches = obj.dpo_batches(
-            self.tok, self.seed + 99, self.kinds, self.seq, 0, self.dp_rank, self.dp, self.mb, 2
+            self.tok, self.seed, self.kinds, self.seq, 0, self.dp_rank, self.dp, self.mb, 2, held_out=True
         )
         reports = self.run_schedule(
             self.chunks,

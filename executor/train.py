@@ -324,6 +324,11 @@ def build_scheduler(optimizer: Any, phase: PhaseSpec) -> Any:
 
 
 # ---- checkpoints (megatron dist_checkpointing: resharding across layouts) -------------------------
+# The distributed optimizer's state is saved per DP shard, in parallel ("dp_reshardable"): a
+# resume uses the same layout; a new phase loads weights only, so any layout may follow.
+OPTIMIZER_CKPT_FORMAT = {"distrib_optim_sharding_type": "dp_reshardable"}
+
+
 def _unwrap(chunk: Any) -> Any:
     """The GPTModel inside a DDP wrapper (same keys for the policy and the frozen reference)."""
     return getattr(chunk, "module", chunk)
@@ -359,7 +364,7 @@ def save_checkpoint(
         ckpt.prepare_tmp(run_dir, phase.name, step)
     dist.barrier()
     state = model_state(chunks)
-    state["optimizer"] = optimizer.sharded_state_dict(state)
+    state["optimizer"] = optimizer.sharded_state_dict(state, metadata=OPTIMIZER_CKPT_FORMAT)
     state["scheduler"] = scheduler.state_dict()
     state["train"] = extra
     dist_checkpointing.save(state, str(ckpt.tmp_dir(run_dir, phase.name, step)))
@@ -377,13 +382,20 @@ def load_checkpoint(
 
     state = model_state(chunks)
     if optimizer is not None:
-        state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=True)
+        # megatron 0.16.1's distributed optimizer (torch Adam, no Apex/TE) needs allocated Adam
+        # state to describe itself for loading; its own dummy step allocates it (the weights
+        # and states are then overwritten by the checkpoint)
+        for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+            if hasattr(opt, "_init_optimizer_states_with_dummy_values") and not opt.optimizer.state:
+                opt._init_optimizer_states_with_dummy_values()
+        state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=True, metadata=OPTIMIZER_CKPT_FORMAT)
         state["scheduler"] = None
         state["train"] = None
     loaded = dist_checkpointing.load(state, str(path))
     load_model_state(chunks, loaded)
     if optimizer is not None:
-        optimizer.load_state_dict(loaded["optimizer"])
+        with torch.no_grad():  # copies into the (leaf) fp32 main-parameter shards
+            optimizer.load_state_dict(loaded["optimizer"])
         scheduler.load_state_dict(loaded["scheduler"])
         return loaded["train"]
     return {}

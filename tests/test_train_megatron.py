@@ -34,14 +34,18 @@ CHAIN_LAYOUTS: dict[str, dict[str, Any]] = {
 
 def _chain_plan() -> Plan:
     layouts = {k: {"tp": 1, "pp": 1, "dp": 1, **v} for k, v in CHAIN_LAYOUTS.items()}
+    base = tiny_plan()
     return tiny_plan(
         steps=20,
         phase_layouts=layouts,
         phase_overrides={
-            "sft": {"steps": 200, "data": TASK, "checkpoint_every_steps": 1000,
+            # SFT to partial competence (greedy right, samples often wrong), so GRPO has room
+            "sft": {"steps": 120, "data": TASK, "checkpoint_every_steps": 1000,
                     "schedule": {"style": "cosine", "peak_lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2}},
             "dpo": {"steps": 10, "data": TASK, "schedule": {"style": "constant", "peak_lr": 3e-4}},
-            "grpo": {"steps": 20, "data": TASK, "schedule": {"style": "constant", "peak_lr": 5e-4}},
+            "grpo": {"steps": 20, "data": TASK, "schedule": {"style": "constant", "peak_lr": 1e-4},
+                     "layout": {**base.phase("grpo").layout.model_dump(), **CHAIN_LAYOUTS["grpo"],
+                                "global_batch": 32, "micro_batch": 4}},
         },
     )
 
