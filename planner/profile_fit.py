@@ -54,8 +54,8 @@ FIT_PRIORITY: tuple[str, ...] = (
 
 
 def fit_parameters(cases: Sequence[RunCase]) -> tuple[str, ...]:
-    """The first len(cases) // 3 (at least 2) of FIT_PRIORITY that the cases can inform: the MoE
-    host time needs MoE runs, the unfused-attention passes a stack that does not fuse it, and
+    """The first len(cases) // 3 (at least 2; one more with MoE runs) of FIT_PRIORITY that the
+    cases can inform: the MoE host time needs MoE runs, the unfused-attention passes a stack that does not fuse it, and
     the overlaps a stack that overlaps (the legacy stack's stay 0)."""
     legacy = all(c.stack == "megatron-legacy" for c in cases)
     relevant = [
@@ -65,7 +65,10 @@ def fit_parameters(cases: Sequence[RunCase]) -> tuple[str, ...]:
         and (p != "attention_score_passes" or any(c.stack != "default" for c in cases))
         and not (legacy and p in ("tp_overlap", "dp_overlap"))
     ]
-    return tuple(relevant[: max(2, min(len(relevant), len(cases) // 3))])
+    budget = max(2, len(cases) // 3)
+    if "moe_layer_host_s" in relevant:  # the one parameter that MoE runs alone inform
+        budget += 1
+    return tuple(relevant[: min(len(relevant), budget)])
 
 
 def prior_profile(name: str) -> EfficiencyProfile:
