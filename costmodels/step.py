@@ -24,7 +24,7 @@ from . import flops
 from .batch import LayoutBatch
 from .compute import optimizer_step_s
 from .pipeline import PipelineTimeline, simulate_schedule
-from .step_parts import StageParts, stage_parts
+from .step_parts import StageParts, _unique_rows, stage_parts
 
 STEP_FIELDS = (
     "step_time_s",
@@ -132,7 +132,12 @@ def estimate_step_batch(
     if with_memory:
         from .memory import memory_per_gpu
 
-        mem = memory_per_gpu(model, layouts, seq_length).total
+        # The memory model runs once per distinct layout (search batches repeat many).
+        first_idx, inverse = _unique_rows(*(getattr(layouts, f.name) for f in fields(layouts)))
+        if len(first_idx) < len(layouts):
+            mem = memory_per_gpu(model, layouts.select(first_idx), seq_length).total[inverse]
+        else:
+            mem = memory_per_gpu(model, layouts, seq_length).total
     else:
         mem = np.full(len(layouts), np.nan)
     return StepBatch(
