@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,16 +42,22 @@ def _builder(module: str, attr: str) -> Callable[[ReportContext], tuple[Any, str
 
 
 def draw_figures(
-    plan: Plan, *, fit_path: str | None = None, strict: bool = False
+    plan: Plan,
+    *,
+    fit_path: str | None = None,
+    strict: bool = False,
+    keys: Collection[str] | None = None,
 ) -> list[ReportFigure]:
     """Every figure of the report, drawn in memory. A plot whose inputs are missing becomes a
     `missing` figure with the reason; one that fails unexpectedly becomes `failed` (or raises
-    when `strict`, as the tests ask)."""
+    when `strict`, as the tests ask). `keys` draws only those figures (file stems of PLOTS)."""
     from . import style
 
     ctx = ReportContext(plan=plan, fit_path=fit_path)
     out: list[ReportFigure] = []
     for key, title, module, attr in PLOTS:
+        if keys is not None and key not in keys:
+            continue
         start = time.perf_counter()
         try:
             with style.rc_context():
