@@ -4,7 +4,8 @@ Placement follows Megatron-Core 0.16 `GPTModel` with `get_gpt_layer_local_spec()
 - Column-parallel linears (QKV, FC1, MLA up/down projections, LM head) split weight and bias over
   TP; row-parallel linears (attention output, FC2) split the weight and keep the full bias.
 - LayerNorm/RMSNorm weights (and LayerNorm biases) and the MoE router are replicated over TP.
-- GQA with tp > kv_heads holds one (replicated) KV head per rank.
+- The fused QKV weight, (heads + 2*kv_heads)*d rows, splits evenly over TP, also when
+  tp > kv_heads (megatron-core 0.16.1 local spec; checked against GPTModel in the tests).
 - Word embedding (`VocabParallelEmbedding`) on the first stage, vocab padded to a multiple of
   `vocab_divisible_by * tp` (Megatron `_vocab_size_with_padding`); learned positions (replicated)
   too. Final norm on the last stage. The LM head (`output_layer`) sits on the last stage unless
@@ -99,8 +100,8 @@ def attention_params_rank(model: ModelSpec, tp: np.ndarray) -> np.ndarray:
         kv = kv + m.kv_lora_rank * heads * (m.qk_nope_head_dim + m.v_head_dim) / t
         return q + kv + heads * m.v_head_dim * h / t
     d = model.head_size
-    kv_rank = np.maximum(model.kv_heads / t, 1.0)  # tp > kv_heads: one replicated KV head per rank
-    qkv_rows = (heads / t + 2 * kv_rank) * d
+    # Megatron-core ColumnParallelLinear over the fused QKV: (heads + 2*kv)*d rows / tp per rank
+    qkv_rows = (heads + 2 * model.kv_heads) * d / t
     params = qkv_rows * h + heads * d * h / t
     if model.bias:
         params = params + qkv_rows + h  # QKV bias split, output-projection bias replicated

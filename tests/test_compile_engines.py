@@ -218,7 +218,7 @@ FOUR_RANK_CASES = {
     "pp2dp2_vp2": tiny_plan(
         pp=2, dp=2, phases=("pretrain",), phase_layouts={"pretrain": {"vp": 2}}
     ),
-    "tp4_gqa_replicated_kv": tiny_plan(tp=4, phases=("pretrain",)),
+    "tp4_gqa_split_kv": tiny_plan(tp=4, phases=("pretrain",)),
     "moe_tp2dp2_ep2": tiny_plan(tp=2, dp=2, ep=2, moe=True, phases=("pretrain",)),
     "moe_dp4_ep2_pp1": tiny_plan(dp=4, ep=2, moe=True, phases=("pretrain",)),
     "moe_pp2_dp2_ep2": tiny_plan(pp=2, dp=2, ep=2, moe=True, phases=("pretrain",)),
@@ -227,17 +227,6 @@ FOUR_RANK_CASES = {
 }
 
 
-# Cases where scaleplan.costmodels.memory and megatron-core disagree today, with the measured
-# difference. The test xfails on exactly these and fails when one starts to agree (remove it).
-KNOWN_DISAGREEMENTS = {
-    "tp4_gqa_replicated_kv": (
-        "memory_params.attention_params_rank assumes one replicated KV head per rank when "
-        "tp > kv_heads (qkv rows (heads/tp + 2*max(kv/tp, 1))*d); megatron-core 0.16.1's local-spec "
-        "GPTModel splits the fused QKV weight evenly, (heads + 2*kv)*d*h/tp per rank: tiny model "
-        "(h=64, heads=4, kv=2, d=16, tp=4) holds 53,824 parameters per rank in megatron-core, "
-        "57,920 in the cost model (+1,024 = 16 rows x 64 per layer, 4 layers)"
-    ),
-}
 
 
 def _worker(cases_path: str, out_dir: str) -> None:
@@ -367,14 +356,7 @@ def test_process_groups_and_per_rank_params_match_plan_and_cost_model(tmp_path: 
                         f"{name} rank {r} ({stage}): megatron {got['params']} vs cost model {predicted}",
                     )
                 )
-    unexpected = [m for n, m in mismatches if n not in KNOWN_DISAGREEMENTS]
-    assert not unexpected, "\n".join(unexpected)
-    now_agree = set(KNOWN_DISAGREEMENTS) - {n for n, _ in mismatches}
-    assert not now_agree, (
-        f"cost model now agrees on {sorted(now_agree)}: remove them from KNOWN_DISAGREEMENTS"
-    )
-    if mismatches:
-        pytest.xfail("; ".join(KNOWN_DISAGREEMENTS[n] for n in sorted({n for n, _ in mismatches})))
+    assert not mismatches, "\n".join(m for _, m in mismatches)
 
 
 # --- Megatron-LM's own parser -------------------------------------------------------------

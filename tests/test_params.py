@@ -103,7 +103,7 @@ def test_gpt3_bias_layernorm_positions_and_tied_head() -> None:
     assert last - first == 2 * h - s * h
 
 
-def test_gqa_replicates_kv_heads_when_tp_exceeds_them() -> None:
+def test_gqa_splits_fused_qkv_evenly_when_tp_exceeds_kv_heads() -> None:
     model = ModelSpec(
         num_layers=1,
         hidden_size=64,
@@ -114,8 +114,8 @@ def test_gqa_replicates_kv_heads_when_tp_exceeds_them() -> None:
     )
     d, h = 8, 64
     at4 = params_per_rank(model, _layout(tp=4), "first")
-    # per rank: 2 query heads, 1 (replicated) K and V head
-    attn = (2 + 2 * 1) * d * h + 8 * d * h / 4
+    # megatron-core splits the fused QKV weight, (8 + 2*2)*d rows, evenly over tp=4
+    attn = (8 + 2 * 2) * d * h / 4 + 8 * d * h / 4
     mlp = 3 * h * 128 / 4
     assert at4 == attn + mlp + 2 * h + h + 2 * 64 * h / 4
 
