@@ -28,6 +28,7 @@ class Scatter:
     oom_step_time_s: np.ndarray  # out-of-memory layouts, at the time they would take
     oom_usd_per_mtok: np.ndarray
     evaluated: int
+    reproduced: bool  # the re-run search picks the plan's own layout
 
 
 def _search_summary(ctx: ReportContext) -> dict[str, Any]:
@@ -59,10 +60,15 @@ def _rerun(ctx: ReportContext) -> Scatter | None:
     except ImportError:
         return None
     phase = ctx.main_phase
-    from scaleplan.planner.search import cluster_of
+    if phase.name != "pretrain":  # post-training searches run over slices of the cluster
+        return None
+    from scaleplan.planner.search import NoLayoutFits, cluster_of
 
     cluster = cluster_of(ctx.plan.cluster, phase.num_gpus)
-    ev = evaluated_layouts(ctx.plan.model, cluster, phase.seq_length, _target_sequences(ctx))
+    try:
+        ev = evaluated_layouts(ctx.plan.model, cluster, phase.seq_length, _target_sequences(ctx))
+    except NoLayoutFits:  # the plan was made under another cost model: draw what it recorded
+        return None
     return Scatter(
         step_time_s=np.asarray(ev.step_time_s, dtype=float),
         usd_per_mtok=np.asarray(ev.usd_per_token, dtype=float) * 1e6,
@@ -70,6 +76,7 @@ def _rerun(ctx: ReportContext) -> Scatter | None:
         oom_step_time_s=np.asarray(ev.oom_step_time_s, dtype=float),
         oom_usd_per_mtok=np.asarray(ev.oom_usd_per_token, dtype=float) * 1e6,
         evaluated=int(ev.layouts_evaluated),
+        reproduced=ev.result.best == phase.layout,
     )
 
 
@@ -141,6 +148,12 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
             f"({scatter.step_time_s.size:,} of {scatter.evaluated:,} evaluated), step time against cost per "
             "million tokens, coloured by memory headroom; out-of-memory layouts as grey crosses at the step "
             "time they would take"
+            + (
+                ""
+                if scatter.reproduced
+                else " (a re-run of the search now picks another layout than the plan's: the plan "
+                "predates this cost model or was edited)"
+            )
         )
     else:
         described.append(
