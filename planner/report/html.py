@@ -50,7 +50,8 @@ def _summary(plan: Plan) -> str:
         if law:
             rows.append(("Scaling law", escape(str(law))))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+    notes = "".join(f"<li>{escape(n)}</li>" for n in plan.notes)
+    return f"<table>{body}</table>" + (f"<ul class='meta'>{notes}</ul>" if notes else "")
 
 
 def _phase_table(plan: Plan) -> str:
