@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from scaleplan.specs.efficiency import FITTABLE_BOUNDS, EfficiencyProfile
+from scaleplan.specs.efficiency import FIT_PRIORITY, FITTABLE_BOUNDS, EfficiencyProfile
 from scaleplan.specs.hardware import ClusterSpec
 from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import ModelSpec
@@ -23,7 +23,24 @@ from scaleplan.specs.model import ModelSpec
 from .batch import LayoutBatch
 from .step import estimate_step_batch
 
-DEFAULT_FIT: tuple[str, ...] = tuple(FITTABLE_BOUNDS)
+PRIOR_WEIGHT = 0.1  # pull towards the starting profile, per unit of a parameter's range
+F_SCALE = 0.01  # soft-L1: residuals beyond ~1 % count linearly, so fits minimise the MAPE
+
+
+def default_fit(
+    num_runs: int, has_moe: bool = False, fused_attention: bool = True, overlaps: bool = True
+) -> tuple[str, ...]:
+    """The parameters a fit on `num_runs` runs can support: the first num_runs // 3 (at least 2)
+    of `FIT_PRIORITY` that such runs inform, plus the MoE host time when there are MoE runs."""
+    relevant = [
+        p
+        for p in FIT_PRIORITY
+        if (p != "moe_layer_host_s" or has_moe)
+        and (p != "attention_score_passes" or not fused_attention)
+        and (overlaps or p not in ("tp_overlap", "dp_overlap"))
+    ]
+    budget = max(2, num_runs // 3) + (1 if has_moe else 0)
+    return tuple(relevant[: min(len(relevant), budget)])
 
 
 @dataclass(frozen=True)
@@ -86,16 +103,22 @@ class FitReport:
 def calibrate_report(
     runs: Sequence[MeasuredRun],
     base: EfficiencyProfile | None = None,
-    fit: Sequence[str] = DEFAULT_FIT,
+    fit: Sequence[str] | None = None,
     name: str | None = None,
-    prior_weight: float = 0.02,
+    prior_weight: float = PRIOR_WEIGHT,
     max_nfev: int = 400,
-    f_scale: float = 0.05,
+    f_scale: float = F_SCALE,
 ) -> FitReport:
     """`calibrate`, plus the fit's own error figures."""
     if not runs:
         raise ValueError("calibrate needs at least one measured run")
     base = base or runs[0].cluster.profile
+    if fit is None:
+        fit = default_fit(
+            len(runs),
+            has_moe=any(r.model.moe is not None for r in runs),
+            fused_attention=base.attention_score_passes == 0,
+        )
     unknown = [p for p in fit if p not in FITTABLE_BOUNDS]
     if unknown:
         raise ValueError(f"not fittable: {unknown}; fittable: {sorted(FITTABLE_BOUNDS)}")
@@ -130,11 +153,12 @@ def calibrate_report(
 def calibrate(
     runs: Sequence[MeasuredRun],
     base: EfficiencyProfile | None = None,
-    fit: Sequence[str] = DEFAULT_FIT,
+    fit: Sequence[str] | None = None,
     name: str | None = None,
-    prior_weight: float = 0.02,
+    prior_weight: float = PRIOR_WEIGHT,
     max_nfev: int = 400,
 ) -> EfficiencyProfile:
     """The profile (starting from `base`, default the first run's cluster profile) whose
-    predicted step times best match the measured ones, fitting the parameters named in `fit`."""
+    predicted step times best match the measured ones, fitting the parameters named in `fit`
+    (default: `default_fit` for the number of runs)."""
     return calibrate_report(runs, base, fit, name, prior_weight, max_nfev).profile

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scaleplan.costmodels.calibration import FitReport, calibrate_report
+from scaleplan.costmodels.calibration import FitReport, calibrate_report, default_fit
 from scaleplan.specs.efficiency import EfficiencyProfile, shipped_profiles
 
 from .validation import Prediction, RunCase, predict_cases, to_measured_runs
@@ -27,48 +27,15 @@ STACK_PRIORS: dict[str, dict[str, float]] = {
 }
 
 
-# Parameters in the order they matter for step time across the published runs; a profile with n
-# runs fits the first n // 3 of them (at least 2), so small groups cannot overfit. Fits pull each
-# parameter towards its prior (PRIOR_WEIGHT, in units of its normalized range) and use a
-# near-L1 loss (F_SCALE: residuals beyond 1 % count linearly), i.e. they minimise the MAPE.
-PRIOR_WEIGHT = 0.1
-F_SCALE = 0.01
-FIT_PRIORITY: tuple[str, ...] = (
-    "gemm_max",
-    "attention_eff",
-    "moe_layer_host_s",
-    "gemm_half_flops",
-    "tp_overlap",
-    "network_eff",
-    "elementwise_bytes_per_hidden",
-    "layer_host_s",
-    "optimizer_eff",
-    "dp_overlap",
-    "nvlink_eff",
-    "microbatch_overhead_s",
-    "attention_score_passes",
-    "hbm_eff",
-    "collective_latency_s",
-    "step_overhead_s",
-)
-
-
 def fit_parameters(cases: Sequence[RunCase]) -> tuple[str, ...]:
-    """The first len(cases) // 3 (at least 2; one more with MoE runs) of FIT_PRIORITY that the
-    cases can inform: the MoE host time needs MoE runs, the unfused-attention passes a stack that does not fuse it, and
-    the overlaps a stack that overlaps (the legacy stack's stay 0)."""
-    legacy = all(c.stack == "megatron-legacy" for c in cases)
-    relevant = [
-        p
-        for p in FIT_PRIORITY
-        if (p != "moe_layer_host_s" or any(c.model.moe is not None for c in cases))
-        and (p != "attention_score_passes" or any(c.stack != "default" for c in cases))
-        and not (legacy and p in ("tp_overlap", "dp_overlap"))
-    ]
-    budget = max(2, len(cases) // 3)
-    if "moe_layer_host_s" in relevant:  # the one parameter that MoE runs alone inform
-        budget += 1
-    return tuple(relevant[: min(len(relevant), budget)])
+    """`calibration.default_fit` for these cases: the legacy stack's overlaps stay 0, and only a
+    stack that does not fuse attention fits the unfused score-matrix passes."""
+    return default_fit(
+        len(cases),
+        has_moe=any(c.model.moe is not None for c in cases),
+        fused_attention=all(c.stack == "default" for c in cases),
+        overlaps=not all(c.stack == "megatron-legacy" for c in cases),
+    )
 
 
 def prior_profile(name: str) -> EfficiencyProfile:
@@ -96,7 +63,7 @@ def fit_profiles(cases: Sequence[RunCase], max_nfev: int = 300) -> dict[str, Pro
         runs = to_measured_runs(members)
         report = calibrate_report(
             runs, base=prior_profile(name), fit=fit_parameters(members), name=name,
-            max_nfev=max_nfev, prior_weight=PRIOR_WEIGHT, f_scale=F_SCALE,
+            max_nfev=max_nfev,
         )  # fmt: skip
         sources = tuple(sorted({c.source for c in members}))
         fitted = report.profile.model_copy(

@@ -43,6 +43,27 @@ Transformer Engine, NeMo, torchtitan, PyTorch FSDP; fused FlashAttention, overla
 reduction). `megatron-legacy`: Megatron-LM 2021-2022 and Megatron-DeepSpeed (fp16 mixed
 precision, unfused softmax attention, gradient all-reduce after the backward pass)."""
 
+# The parameters in the order they matter for step time across the published runs. A fit on n
+# runs takes the first n // 3 that its runs can inform (`scaleplan.costmodels.calibration`).
+FIT_PRIORITY: tuple[str, ...] = (
+    "gemm_max",
+    "attention_eff",
+    "moe_layer_host_s",
+    "gemm_half_flops",
+    "tp_overlap",
+    "network_eff",
+    "elementwise_bytes_per_hidden",
+    "layer_host_s",
+    "optimizer_eff",
+    "dp_overlap",
+    "nvlink_eff",
+    "microbatch_overhead_s",
+    "attention_score_passes",
+    "hbm_eff",
+    "collective_latency_s",
+    "step_overhead_s",
+)
+
 
 class EfficiencyProfile(Spec):
     """Achieved fractions of peak and fixed overheads of one GPU type on one software stack."""
