@@ -279,4 +279,6 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         if view.has_points
         else f" No data points: the law is a published preset ({getattr(view.law, 'source', '')})."
     )
+    if ctx.plan.model.is_moe:
+        tail += " For this MoE model N counts the active parameters (compute per token), as the planner applies the law."
     return fig, f"{left} {right}{tail}"
