@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 
 from scaleplan.planner.profile_fit import fit_profiles, leave_one_source_out
-from scaleplan.planner.validation import Prediction, load_cases, predict_cases, summarize
+from scaleplan.planner.validation import load_cases
+from scaleplan.planner.validation_score import Prediction, predict_cases, summarize
 from scaleplan.specs import efficiency
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from scaleplan.costmodels.calibration import FitReport, calibrate_report, default_fit
 from scaleplan.specs.efficiency import EfficiencyProfile, shipped_profiles
 
-from .validation import Prediction, RunCase, predict_cases, to_measured_runs
+from .validation import RunCase
+from .validation_score import Prediction, predict_cases, to_measured_runs
 
 # Priors per software stack, from what each stack is documented to do (efficiency.STACKS):
 # the legacy Megatron softmax kernels read and write the score matrix several times (scale+mask,

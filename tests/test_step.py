@@ -200,4 +200,6 @@ def test_simulate_reports_the_step_breakdown(capsys: pytest.CaptureFixture[str])
     assert {t["name"] for t in step["terms"]} >= {"compute_s", "tp_s", "bubble_s"}
     main([*args, "--explain"])
     out = capsys.readouterr().out
-    assert "Step time" in out and "formula" in out and "Narayanan" in out and "days on 16 GPUs" in out
+    assert (
+        "Step time" in out and "formula" in out and "Narayanan" in out and "days on 16 GPUs" in out
+    )

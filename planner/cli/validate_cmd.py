@@ -20,7 +20,8 @@ def _finite(value: float) -> float | None:
 
 def validation_payload(path: str) -> dict[str, Any]:
     """Rows, skipped rows and the summary, as one JSON-able object."""
-    from scaleplan.planner.validation import load_cases, predict_cases, summarize
+    from scaleplan.planner.validation import load_cases
+    from scaleplan.planner.validation_score import predict_cases, summarize
 
     cases, skipped = load_cases(path)
     preds = predict_cases(cases)
