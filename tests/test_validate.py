@@ -165,3 +165,27 @@ def test_custom_csv_and_bad_csv(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, out, err = _run(capsys, "validate", "--runs", str(bad))
     assert code == 2 and err.startswith("error: ") and "missing columns" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_validate_with_a_user_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "runs.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(GOOD_ROW))
+        writer.writeheader()
+        writer.writerow(GOOD_ROW)
+    slow = tmp_path / "slow.yaml"
+    slow.write_text("name: mine\ngemm_max: 0.2\nattention_eff: 0.2\n")
+    fast = tmp_path / "fast.yaml"
+    fast.write_text("name: mine\ngemm_max: 0.9\nattention_eff: 0.9\n")
+    preds = []
+    for prof in (slow, fast):
+        code, out, _ = _run(
+            capsys, "validate", "--runs", str(path), "--profile", str(prof), "--json"
+        )
+        assert code == 0
+        preds.append(json.loads(out)["rows"][0]["predicted"])
+    assert preds[0] < preds[1]  # tokens/s: the slower profile predicts fewer
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gemm_max: 7\n")
+    code, _, err = _run(capsys, "validate", "--runs", str(path), "--profile", str(bad))
+    assert code == 2 and "gemm_max" in err

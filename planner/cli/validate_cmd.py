@@ -18,13 +18,28 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def validation_payload(path: str) -> dict[str, Any]:
+def load_profile(path: str) -> Any:
+    """One `EfficiencyProfile` from a YAML or JSON file (e.g. what `scaleplan calibrate` fitted)."""
+    from scaleplan.specs.efficiency import EfficiencyProfile
+    from scaleplan.specs.loader import read_document, validate
+
+    data = read_document(path)
+    if isinstance(data, dict) and "profile" in data and isinstance(data["profile"], dict):
+        data = data["profile"]
+    return validate(EfficiencyProfile, data, source=path)
+
+
+def validation_payload(path: str, profile_path: str | None = None) -> dict[str, Any]:
     """Rows, skipped rows and the summary, as one JSON-able object."""
     from scaleplan.planner.validation import load_cases
     from scaleplan.planner.validation_score import predict_cases, summarize
 
     cases, skipped = load_cases(path)
-    preds = predict_cases(cases)
+    override = None
+    if profile_path is not None:
+        prof = load_profile(profile_path)
+        override = {c.cluster.profile.name: prof for c in cases}
+    preds = predict_cases(cases, override)
     summary = summarize(preds, n_skipped=len(skipped))
     rows = [
         {
@@ -34,7 +49,7 @@ def validation_payload(path: str) -> dict[str, Any]:
             "gpu": p.case.cluster.gpu.name,
             "num_gpus": p.case.layout.num_gpus,
             "stack": p.case.stack,
-            "profile": p.case.cluster.profile.name,
+            "profile": p.case.cluster.profile.name if profile_path is None else profile_path,
             "metric": p.case.metric,
             "measured": p.case.measured,
             "predicted": p.predicted,
@@ -125,13 +140,21 @@ def render(payload: dict[str, Any], console: Any) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="CSV in the published-runs schema (default: the built-in published_runs_dev.csv)",
 )
+@click.option(
+    "--profile",
+    "profile_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="use this efficiency profile (YAML/JSON) for every row instead of the shipped ones",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object to stdout")
-def validate(runs_path: str | None, as_json: bool) -> None:
+def validate(runs_path: str | None, profile_path: str | None, as_json: bool) -> None:
     """Predict every run of a published-runs CSV and compare with what was measured.
 
     Each row is compared on its measured step time, else tokens/s per GPU, else TFLOP/s per GPU
     (converted with the source's FLOP convention), else MFU/HFU. Rows that cannot be predicted
-    are listed with the reason. Profiles: the shipped ones, per GPU and software stack.
+    are listed with the reason. Profiles: the shipped ones, per GPU and software stack (an
+    optional `software_stack` column picks the stack; without it, Megatron-DeepSpeed or fp16 runs
+    use `megatron-legacy`, the rest `default`), or --profile for all rows.
 
     --json keys: rows (index, source, model, metric, measured, predicted, error_pct, ...),
     skipped (index, reason), summary (mape_pct, median_pct, max_pct, n_predicted, n_skipped,
@@ -141,7 +164,7 @@ def validate(runs_path: str | None, as_json: bool) -> None:
 
     path = runs_path or _builtin_runs()
     try:
-        payload = validation_payload(path)
+        payload = validation_payload(path, profile_path)
     except SpecError as err:
         raise err.with_source(path) from None
     if as_json:
