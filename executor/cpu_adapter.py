@@ -69,6 +69,9 @@ class _NullContext(contextlib.nullcontext):
     def elapsed_time(self, other: Any) -> float:
         return 0.0
 
+    def record_event(self, *args: Any) -> _NullContext:
+        return _NullContext()
+
 
 def _patch_torch_cuda() -> None:
     cuda = torch.cuda

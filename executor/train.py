@@ -134,6 +134,7 @@ def transformer_config(plan: Plan, phase: PhaseSpec, device: str) -> Any:
             moe_token_dispatcher_type="alltoall",
             moe_router_load_balancing_type="aux_loss",
             moe_aux_loss_coeff=1e-2,
+            moe_router_pre_softmax=m.moe.top_k == 1,  # megatron requires it for top-1 routing
             moe_grouped_gemm=False,
         )
     recompute: dict[str, Any] = {}

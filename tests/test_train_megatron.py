@@ -99,8 +99,8 @@ def test_six_phases_learn_across_layouts(chain: tuple[Path, Path]) -> None:
     assert evals[-1]["eval_response_loss"] < evals[0]["eval_response_loss"] - 1.0
     steps, evals = records(run, "dpo")
     assert steps[0]["reward_margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
-    assert evals[-1]["eval_reward_margin"] > evals[0]["eval_reward_margin"] + 0.05
-    assert _mean([s["reward_margin"] for s in steps[-3:]]) > 0.05
+    assert evals[-1]["eval_reward_margin"] > evals[0]["eval_reward_margin"] + 0.03  # held-out pairs
+    assert _mean([s["reward_margin"] for s in steps[-3:]]) > _mean([s["reward_margin"] for s in steps[:3]]) + 0.01
     steps, evals = records(run, "grpo")
     assert evals[-1]["heldout_reward"] > evals[0]["heldout_reward"]
     assert all(s["step_time_s"] > 0 and 0 <= s["mfu"] < 1 for s in steps)
