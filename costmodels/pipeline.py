@@ -133,6 +133,8 @@ def simulate_schedule(
     `stage_forward_s[s]` / `stage_backward_s[s]`: time of one micro-batch through all of stage s's
     layers (each of the vp chunks takes 1/vp of it). A forward on virtual stage j waits for the
     forward of j-1 plus `p2p_s`; a backward on j waits for the backward of j+1 plus `p2p_s`.
+    A `comm` event is the transfer arriving at a stage (it may overlap that stage's compute of
+    another micro-batch); `bubble` events are the stage's idle gaps.
     """
     p, m, v = len(stage_forward_s), int(num_microbatches), int(vp)
     if p == 0 or len(stage_backward_s) != p:
