@@ -153,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             f" ({elapsed:.0f} s). Data: `{Path(args.runs).name}`, {overall.n_predicted} rows predicted, "
             f"{overall.n_skipped} not predicted (`scaleplan validate` lists them with reasons).",
             "",
+            "The shipped-profile columns are in-sample: the profiles (one per GPU family and "
+            "software stack, specs/catalog/profiles.yaml) are fitted on this file. The "
+            "leave-one-source-out columns refit every profile without one source, from the "
+            "documented priors, and predict that source; a profile left with no data falls back "
+            "to its priors (the Blackwell rows exist only in Megatron-Bridge, the legacy-stack "
+            "rows only in vTrain and Korthikanti).",
+            "",
             body,
             "",
             f"- vTrain rows: MAPE {vt.mape_pct:.1f} % (target <= 5 %), median {vt.median_pct:.1f} %, "
