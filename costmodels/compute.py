@@ -24,6 +24,7 @@ from scaleplan.specs.hardware import GPUSpec
 from scaleplan.specs.model import ModelSpec
 
 ACT_BYTES = 2.0  # bf16/fp16 activations (fp8 GEMM inputs are cast per tile, outputs stay bf16)
+REPLICATED_ELEMENTWISE = 10.0 / 34.0  # Korthikanti et al. 2022, table 2 (sbh·10 of sbh·34)
 ATTN_BWD_FACTOR = 2.5  # FlashAttention-2 (Dao 2023): backward does 5 matmuls, forward 2
 # Mixed-precision Adam (Micikevicius et al. 2018; Rajbhandari et al. 2020, ZeRO section 3.1):
 # read fp32 master weight, gradient, m, v (16 B), write master, m, v (12 B), write the bf16 copy
@@ -134,7 +135,16 @@ def layer_times(
     attn_core = attn_flops / (peak16 * prof.attention_eff) + score_bytes / hbm
     # Element-wise ops: replicated across TP ranks unless sequence parallel shards them.
     elem_split = np.where(sequence_parallel > 0, tp, 1.0)
-    elementwise = prof.elementwise_bytes_per_hidden * tokens * h / elem_split / hbm
+    # Korthikanti 2022 table 2: of a layer's 34 sbh activation bytes, 10 (norm inputs, dropout
+    # masks, residuals) are replicated across TP ranks without sequence parallelism and 24 (the
+    # 4h bias-GeLU, attention-side tensors) are sharded; element-wise traffic follows that split.
+    elementwise = (
+        prof.elementwise_bytes_per_hidden
+        * tokens
+        * h
+        / hbm
+        * (REPLICATED_ELEMENTWISE / elem_split + (1.0 - REPLICATED_ELEMENTWISE) / tp)
+    )
     attn_part = qkv + attn_out + attn_core + elementwise
     mlp_dense = np.zeros_like(tokens)
     if model.num_dense_layers:

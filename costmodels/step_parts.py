@@ -183,7 +183,11 @@ def stage_parts(
     grad_bytes = np.where(layouts.precision == 1, 2.0, 4.0)  # fp32 main grads unless fp16
     m = np.maximum(layouts.num_microbatches, 1).astype(np.float64)
     dpcp = (dp * cp).astype(np.float64)
-    edp = np.maximum(dpcp / ep, 1.0)  # routed experts reduce over the expert-DP group
+    # Routed experts reduce over the expert-DP group (Megatron-core expert rank order
+    # etp-ep-edp-pp over the tp·cp·dp ranks): edp = tp·cp·dp/(etp·ep) ranks spaced by etp·ep,
+    # so it has its own placement and links (often one member per node, one NIC).
+    edp = np.maximum(dpcp * tp / (etp * ep), 1.0)
+    edp_bw, _ = _effective_bw(cluster, prof, edp.astype(np.int64), etp * ep)
     # Unsharded: all-reduce = 2 x reduce-scatter; sharded: reduce-scatter + weight all-gather.
     ar_factor = np.where(sharded, 1.0, 2.0)
     overlap_grad = layouts.overlap_grad_reduce > 0
@@ -206,10 +210,13 @@ def stage_parts(
         )
         if model.moe is not None:
             grad_sync = grad_sync + ar_factor * comm.reduce_scatter_s(
-                p_exp * grad_bytes, edp, dp_bw, lat
+                p_exp * grad_bytes, edp, edp_bw, lat
             )
         param_gather = np.where(
-            sharded, comm.all_gather_s(params * ACT_BYTES, dpcp, dp_bw, lat), 0.0
+            sharded,
+            comm.all_gather_s((p_dense + p_emb) * ACT_BYTES, dpcp, dp_bw, lat)
+            + comm.all_gather_s(p_exp * ACT_BYTES, edp, edp_bw, lat),
+            0.0,
         )
         grad_exposed = np.where(
             overlap_grad,
@@ -223,7 +230,10 @@ def stage_parts(
         )
         # ZeRO-3 / FSDP: every micro-batch gathers the weights twice (forward, backward) and
         # reduce-scatters bf16 gradients, overlapped with that micro-batch's compute.
-        z3_comm = 3.0 * comm.all_gather_s(params * ACT_BYTES, dpcp, dp_bw, lat)
+        z3_comm = 3.0 * (
+            comm.all_gather_s((p_dense + p_emb) * ACT_BYTES, dpcp, dp_bw, lat)
+            + comm.all_gather_s(p_exp * ACT_BYTES, edp, edp_bw, lat)
+        )
         z3_exposed = m * comm.exposed_after_overlap(z3_comm, compute, prof.dp_overlap)
         dp_exposed = np.where(
             dpcp > 1, np.where(zero >= 3, z3_exposed, grad_exposed + gather_exposed), 0.0

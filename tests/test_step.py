@@ -203,3 +203,20 @@ def test_simulate_reports_the_step_breakdown(capsys: pytest.CaptureFixture[str])
     assert (
         "Step time" in out and "formula" in out and "Narayanan" in out and "days on 16 GPUs" in out
     )
+
+
+def test_expert_gradients_reduce_over_the_expert_dp_group_and_its_links() -> None:
+    # 16 GPUs in 2 nodes, EP 8 inside a node: each expert's data-parallel group is 2 ranks, one
+    # per node, so its gradients cross the network on one NIC (not the DP group's 8 NICs).
+    from scaleplan.costmodels import comm
+    from scaleplan.costmodels.memory_params import rank_params
+
+    model = get_model("mixtral-8x7b")
+    cluster = make_cluster("H100", 16)
+    prof = EfficiencyProfile(name="no-overlap", dp_overlap=0.0)
+    layouts = _batch(tp=1, dp=16, ep=[8, 16], global_batch=64)
+    b = estimate_step_batch(model, cluster, layouts, 4096, prof)
+    experts = float(rank_params(model, layouts, "first").experts[0])
+    nic = cluster.nic_bytes_per_s * prof.network_eff
+    expected = 2.0 * comm.reduce_scatter_s(experts * 4.0, 2, nic, prof.collective_latency_s)
+    assert b.dp_s[0] - b.dp_s[1] == pytest.approx(float(expected), rel=1e-6)
