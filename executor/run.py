@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -80,6 +81,25 @@ def launch_command(plan_path: Path, phase: PhaseSpec, run_dir: Path, resume: boo
     return cmd
 
 
+def _launch(cmd: list[str], env: dict[str, str], log_file: Path, echo: bool) -> tuple[int, str]:
+    """Run one phase in its own session; afterwards end whatever it left behind (e.g. the
+    checkpoint helper processes of a rank that was killed), so nothing outlives the phase.
+    Output goes to `log_file` (and to the terminal when `echo`). Returns (exit code, log tail)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=None if echo else out,
+                                stderr=None if echo else subprocess.STDOUT, start_new_session=True)
+        try:
+            returncode = proc.wait()
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # only this phase's own session
+            except ProcessLookupError:
+                pass
+    tail = "" if echo else log_file.read_text(errors="replace")[-3000:]
+    return returncode, tail
+
+
 def last_loss(metrics: Path) -> tuple[float | None, int]:
     loss, step = None, 0
     if metrics.exists():
@@ -117,11 +137,9 @@ def run_plan(plan_path: str | Path, phases: str = "all", run_dir: str | Path | N
         cont = resume and ckpt.latest(run, phase.name) is not None
         cmd = launch_command(plan_path, phase, run, cont, backend, max_steps)
         t0 = time.perf_counter()
-        out = None if log else subprocess.DEVNULL
-        proc = subprocess.run(cmd, env=child_env, stdout=out, stderr=None if log else subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            tail = (proc.stderr or "")[-2000:] if not log else ""
-            raise PhaseFailed(f"phase '{phase.name}' failed (exit code {proc.returncode}); "
+        returncode, tail = _launch(cmd, child_env, run / "logs" / f"{phase.name}.log", log)
+        if returncode != 0:
+            raise PhaseFailed(f"phase '{phase.name}' failed (exit code {returncode}); "
                               f"rerun with --resume to continue from its latest checkpoint\n{tail}")
         loss, step = last_loss(metrics)
         results.append(PhaseResult(phase.name, "trained", phase.num_gpus, time.perf_counter() - t0, loss, step, str(metrics)))
