@@ -29,18 +29,48 @@ from scaleplan.specs.model import ModelSpec
 from scaleplan.specs.plan import PhaseSpec, Plan, ScheduleSpec
 
 
-def bench_plan(gpu: str, seq: int, micro_batch: int, global_batch: int, steps: int, recompute: str) -> Plan:
-    model = ModelSpec(name="bench-1b", num_layers=18, hidden_size=2048, num_heads=16, num_kv_heads=8,
-                      ffn_hidden_size=5632, vocab_size=32000, seq_length=seq)
-    layout = LayoutSpec(micro_batch=micro_batch, global_batch=global_batch, recompute=recompute,
-                        precision="bf16", overlap_grad_reduce=False, overlap_param_gather=False)
+def bench_plan(
+    gpu: str, seq: int, micro_batch: int, global_batch: int, steps: int, recompute: str
+) -> Plan:
+    model = ModelSpec(
+        name="bench-1b",
+        num_layers=18,
+        hidden_size=2048,
+        num_heads=16,
+        num_kv_heads=8,
+        ffn_hidden_size=5632,
+        vocab_size=32000,
+        seq_length=seq,
+    )
+    layout = LayoutSpec(
+        micro_batch=micro_batch,
+        global_batch=global_batch,
+        recompute=recompute,
+        precision="bf16",
+        overlap_grad_reduce=False,
+        overlap_param_gather=False,
+    )
     validate_layout(layout, model, num_gpus=1, seq_length=seq)
-    phase = PhaseSpec(name="pretrain", num_gpus=1, layout=layout, seq_length=seq,
-                      tokens=float(steps * global_batch * seq), steps=steps,
-                      schedule=ScheduleSpec(style="wsd", peak_lr=3e-4, min_lr=3e-5, warmup_steps=10),
-                      checkpoint_every_steps=10**6, time_s=0.0, cost_usd=0.0, mfu=0.0)
-    return Plan(name="gpu-step", cluster=make_cluster(gpu, 1), model=model,
-                tokens=phase.tokens, phases=(phase,))
+    phase = PhaseSpec(
+        name="pretrain",
+        num_gpus=1,
+        layout=layout,
+        seq_length=seq,
+        tokens=float(steps * global_batch * seq),
+        steps=steps,
+        schedule=ScheduleSpec(style="wsd", peak_lr=3e-4, min_lr=3e-5, warmup_steps=10),
+        checkpoint_every_steps=10**6,
+        time_s=0.0,
+        cost_usd=0.0,
+        mfu=0.0,
+    )
+    return Plan(
+        name="gpu-step",
+        cluster=make_cluster(gpu, 1),
+        model=model,
+        tokens=phase.tokens,
+        phases=(phase,),
+    )
 
 
 def main() -> None:
@@ -53,37 +83,65 @@ def main() -> None:
     p.add_argument("--global-batch", type=int, default=32)
     p.add_argument("--recompute", default="none", choices=["none", "selective", "full"])
     p.add_argument("--run-dir", default="/tmp/scaleplan_gpu_step")
-    p.add_argument("--dry-run", action="store_true", help="build plan, prediction and config; do not train")
+    p.add_argument(
+        "--dry-run", action="store_true", help="build plan, prediction and config; do not train"
+    )
     args = p.parse_args()
 
-    plan = bench_plan(args.gpu, args.seq, args.micro_batch, args.global_batch, args.steps, args.recompute)
+    plan = bench_plan(
+        args.gpu, args.seq, args.micro_batch, args.global_batch, args.steps, args.recompute
+    )
     phase = plan.phases[0]
     pred = estimate_step(plan.model, plan.cluster, phase.layout, phase.seq_length)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     plan_path = run_dir / "plan.json"
     plan_path.write_text(plan.model_dump_json(indent=1))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", "-m",
-           "scaleplan.executor.train", "--plan", str(plan_path), "--phase", "pretrain",
-           "--run-dir", str(run_dir), "--max-steps", str(args.steps)]
-    print(f"model {plan.model.params_total / 1e9:.2f}B params, seq {args.seq}, mb {args.micro_batch}, "
-          f"gb {args.global_batch}, {args.gpu}")
-    print(f"predicted: step {pred.step_time_s:.3f} s, MFU {pred.mfu:.3f}, memory {pred.memory_bytes / 2**30:.1f} GiB")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "1",
+        "-m",
+        "scaleplan.executor.train",
+        "--plan",
+        str(plan_path),
+        "--phase",
+        "pretrain",
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        str(args.steps),
+    ]
+    print(
+        f"model {plan.model.params_total / 1e9:.2f}B params, seq {args.seq}, mb {args.micro_batch}, "
+        f"gb {args.global_batch}, {args.gpu}"
+    )
+    print(
+        f"predicted: step {pred.step_time_s:.3f} s, MFU {pred.mfu:.3f}, memory {pred.memory_bytes / 2**30:.1f} GiB"
+    )
     if args.dry_run:
         from scaleplan.executor.train import transformer_config
 
         config = transformer_config(plan, phase, "cuda")  # the GPU config, validated on CPU
-        print(f"dry run: TransformerConfig ok (bf16={config.bf16}, layers={config.num_layers}); would run:")
+        print(
+            f"dry run: TransformerConfig ok (bf16={config.bf16}, layers={config.num_layers}); would run:"
+        )
         print(" ".join(cmd))
         return
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "8"})
-    rows = [json.loads(x) for x in (run_dir / "metrics" / "pretrain.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(x) for x in (run_dir / "metrics" / "pretrain.jsonl").read_text().splitlines()
+    ]
     steps = [r for r in rows if r["event"] == "step"][args.skip :]
     measured = statistics.median(r["step_time_s"] for r in steps)
     mfu = statistics.median(r["mfu"] for r in steps)
     print("| quantity | measured | predicted | error |")
     print("|---|---|---|---|")
-    print(f"| step time (s) | {measured:.4f} | {pred.step_time_s:.4f} | {100 * (pred.step_time_s / measured - 1):+.1f} % |")
+    print(
+        f"| step time (s) | {measured:.4f} | {pred.step_time_s:.4f} | {100 * (pred.step_time_s / measured - 1):+.1f} % |"
+    )
     print(f"| MFU | {mfu:.3f} | {pred.mfu:.3f} | {100 * (pred.mfu / mfu - 1):+.1f} % |")
     print(f"({len(steps)} steps after {args.skip} warm-up; metrics in {run_dir / 'metrics'})")
 

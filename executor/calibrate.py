@@ -54,7 +54,9 @@ def read_measurement(path: Path, plan: Plan | None) -> Measurement:
         elif rec.get("event") == "step":
             times.append(float(rec["step_time_s"]))
     if start is None:
-        raise SpecError("no 'start' record: not a metrics file of `scaleplan run`", source=str(path))
+        raise SpecError(
+            "no 'start' record: not a metrics file of `scaleplan run`", source=str(path)
+        )
     steady = times[WARMUP_STEPS:] if len(times) > WARMUP_STEPS else times
     if not steady:
         raise SpecError("no 'step' records", source=str(path))
@@ -71,11 +73,22 @@ def read_measurement(path: Path, plan: Plan | None) -> Measurement:
         layout = validate(LayoutSpec, start["layout"], "layout", str(path))
         seq = int(start["seq_length"])
     cluster = cluster.model_copy(update={"num_gpus": layout.num_gpus})
-    return Measurement(str(path), phase_name, str(start.get("device", "?")), model, cluster, layout,
-                       seq, statistics.median(steady), len(steady))
+    return Measurement(
+        str(path),
+        phase_name,
+        str(start.get("device", "?")),
+        model,
+        cluster,
+        layout,
+        seq,
+        statistics.median(steady),
+        len(steady),
+    )
 
 
-def compare_and_fit(paths: list[Path], plan_path: Path | None, allow_device_mismatch: bool = False) -> dict[str, Any]:
+def compare_and_fit(
+    paths: list[Path], plan_path: Path | None, allow_device_mismatch: bool = False
+) -> dict[str, Any]:
     """Per-run measured vs predicted step time, before and after fitting the profile."""
     from scaleplan.costmodels.calibration import MeasuredRun, calibrate_report, predict_step_times
 
@@ -94,12 +107,26 @@ def compare_and_fit(paths: list[Path], plan_path: Path | None, allow_device_mism
     report = calibrate_report(runs, name=f"calibrated-{found[0].cluster.gpu.name}")
     after = predict_step_times(runs, report.profile)
     rows = [
-        {"source": m.source, "phase": m.phase, "device": m.device, "gpus": m.layout.num_gpus,
-         "layout": f"tp{m.layout.tp} pp{m.layout.pp} dp{m.layout.dp} ep{m.layout.ep} z{m.layout.zero_stage}",
-         "measured_step_time_s": m.step_time_s, "steps": m.steps,
-         "predicted_step_time_s": float(b), "error_pct": 100.0 * (float(b) / m.step_time_s - 1.0),
-         "fitted_step_time_s": float(a), "fitted_error_pct": 100.0 * (float(a) / m.step_time_s - 1.0)}
+        {
+            "source": m.source,
+            "phase": m.phase,
+            "device": m.device,
+            "gpus": m.layout.num_gpus,
+            "layout": f"tp{m.layout.tp} pp{m.layout.pp} dp{m.layout.dp} ep{m.layout.ep} z{m.layout.zero_stage}",
+            "measured_step_time_s": m.step_time_s,
+            "steps": m.steps,
+            "predicted_step_time_s": float(b),
+            "error_pct": 100.0 * (float(b) / m.step_time_s - 1.0),
+            "fitted_step_time_s": float(a),
+            "fitted_error_pct": 100.0 * (float(a) / m.step_time_s - 1.0),
+        }
         for m, b, a in zip(found, before, after, strict=True)
     ]
-    return {"runs": rows, "profile": report.profile.model_dump(), "fit_mape_pct": report.mape_pct,
-            "fit_max_pct": report.max_pct, "fit_success": report.success, "fit_message": report.message}
+    return {
+        "runs": rows,
+        "profile": report.profile.model_dump(),
+        "fit_mape_pct": report.mape_pct,
+        "fit_max_pct": report.max_pct,
+        "fit_success": report.success,
+        "fit_message": report.message,
+    }

@@ -42,8 +42,16 @@ def ds_config(phase: PhaseSpec, on_gpu: bool) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": lay.micro_batch,
         "gradient_accumulation_steps": lay.num_microbatches,
         "gradient_clipping": s.grad_clip,
-        "optimizer": {"type": "AdamW", "params": {"lr": s.peak_lr, "betas": [s.adam_beta1, s.adam_beta2],
-                                                  "eps": 1e-8, "weight_decay": s.weight_decay, "torch_adam": True}},
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": s.peak_lr,
+                "betas": [s.adam_beta1, s.adam_beta2],
+                "eps": 1e-8,
+                "weight_decay": s.weight_decay,
+                "torch_adam": True,
+            },
+        },
         "bf16": {"enabled": on_gpu and lay.precision in ("bf16", "fp8")},
         "fp16": {"enabled": on_gpu and lay.precision == "fp16"},
         "zero_optimization": zero,
@@ -56,12 +64,18 @@ def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.
     if phase.objective.kind not in ("lm", "sft"):
         raise NotImplementedFeature(
             f"the DeepSpeed backend trains next-token and SFT phases; phase '{phase.name}' is "
-            f"{phase.objective.kind}: use a megatron layout (zero_stage <= 1)", field=f"phases.{phase.name}.objective")
+            f"{phase.objective.kind}: use a megatron layout (zero_stage <= 1)",
+            field=f"phases.{phase.name}.objective",
+        )
     lay = phase.layout
     if lay.tp * lay.pp * lay.cp * lay.ep != 1:
-        raise NotImplementedFeature("the DeepSpeed backend is data-parallel (ZeRO) only: tp=pp=cp=ep=1",
-                                    field=f"phases.{phase.name}.layout")
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "scaleplan" / "torch_extensions"))
+        raise NotImplementedFeature(
+            "the DeepSpeed backend is data-parallel (ZeRO) only: tp=pp=cp=ep=1",
+            field=f"phases.{phase.name}.layout",
+        )
+    os.environ.setdefault(
+        "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "scaleplan" / "torch_extensions")
+    )
     import deepspeed
 
     from scaleplan.executor import objectives as obj
@@ -78,15 +92,26 @@ def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     if world != lay.num_gpus:
-        raise SpecError(f"the layout needs {lay.num_gpus} processes but {world} were launched",
-                        field=f"phases.{phase.name}.layout")
+        raise SpecError(
+            f"the layout needs {lay.num_gpus} processes but {world} were launched",
+            field=f"phases.{phase.name}.layout",
+        )
 
     cache = cache_dir(run_dir)
     tok = build_on_rank0(lambda: load_or_train(cache, plan.model.vocab_size))
     seq, mb = phase.seq_length, lay.micro_batch
     if phase.objective.kind == "lm":
-        sources = [(PackedSource(d.name, build_on_rank0(lambda d=d: token_stream(tok, cache, d.name, d.path)), seq), d.weight)
-                   for d in phase.data]
+        sources = [
+            (
+                PackedSource(
+                    d.name,
+                    build_on_rank0(lambda d=d: token_stream(tok, cache, d.name, d.path)),
+                    seq,
+                ),
+                d.weight,
+            )
+            for d in phase.data
+        ]
         data = MixedData(sources, args.seed)
 
         def micro_batches(consumed: int) -> list[obj.MicroBatch]:
@@ -95,15 +120,20 @@ def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.
         kinds = kind_weights([(d.name, d.weight) for d in phase.data])
 
         def micro_batches(consumed: int) -> list[obj.MicroBatch]:
-            return obj.sft_batches(tok, args.seed, kinds, seq, consumed, rank, world, mb, lay.num_microbatches)
+            return obj.sft_batches(
+                tok, args.seed, kinds, seq, consumed, rank, world, mb, lay.num_microbatches
+            )
 
     torch.manual_seed(args.seed)
-    model = TorchGPT(plan.model, padded_vocab(plan.model.vocab_size), effective_rope_base(plan, phase))
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                                   config=ds_config(phase, on_gpu))
+    model = TorchGPT(
+        plan.model, padded_vocab(plan.model.vocab_size), effective_rope_base(plan, phase)
+    )
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=model, model_parameters=model.parameters(), config=ds_config(phase, on_gpu)
+    )
     scheduler = build_scheduler(optimizer, phase)
 
-    start_step, consumed = 0, 0
+    start_step, consumed, init_path = 0, 0, ""
     resume_from = ckpt.latest(run_dir, phase.name) if args.resume else None
     if resume_from is not None:
         _, client = engine.load_checkpoint(str(resume_from), tag=TAG)
@@ -114,23 +144,54 @@ def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.
         if not (parent / TAG).is_dir():
             raise NotImplementedFeature(
                 f"phase '{phase.init_from}' was trained by megatron; loading megatron checkpoints into the "
-                "DeepSpeed backend is not implemented", field=f"phases.{phase.name}.init_from")
-        engine.load_checkpoint(str(parent), tag=TAG, load_optimizer_states=False, load_lr_scheduler_states=False,
-                               load_module_only=True)
+                "DeepSpeed backend is not implemented",
+                field=f"phases.{phase.name}.init_from",
+            )
+        loaded, _ = engine.load_checkpoint(
+            str(parent),
+            tag=TAG,
+            load_optimizer_states=False,
+            load_lr_scheduler_states=False,
+            load_module_only=True,
+        )
+        if loaded is None:
+            raise RuntimeError(f"DeepSpeed could not load the weights of {parent}")
+        init_path = str(parent)
 
-    metrics = MetricsWriter(run_dir / "metrics" / f"{phase.name}.jsonl", plan, phase, "cuda" if on_gpu else "cpu",
-                            enabled=rank == 0, append=resume_from is not None, start_step=start_step)
-    metrics.write({"event": "start", "step": start_step, "device": "cuda" if on_gpu else "cpu", "world_size": world,
-                   "layout": lay.model_dump(), "backend": "deepspeed", "resumed_from": str(resume_from or ""),
-                   "seq_length": seq, "model": plan.model.model_dump(mode="json"),
-                   "cluster": plan.cluster.model_dump(mode="json")})
+    metrics = MetricsWriter(
+        run_dir / "metrics" / f"{phase.name}.jsonl",
+        plan,
+        phase,
+        "cuda" if on_gpu else "cpu",
+        enabled=rank == 0,
+        append=resume_from is not None,
+        start_step=start_step,
+    )
+    metrics.write(
+        {
+            "event": "start",
+            "step": start_step,
+            "device": "cuda" if on_gpu else "cpu",
+            "world_size": world,
+            "layout": lay.model_dump(),
+            "backend": "deepspeed",
+            "init_from": init_path,
+            "resumed_from": str(resume_from or ""),
+            "seq_length": seq,
+            "model": plan.model.model_dump(mode="json"),
+            "cluster": plan.cluster.model_dump(mode="json"),
+        }
+    )
 
     def save(step: int, final: bool) -> None:
         if rank == 0:
             ckpt.prepare_tmp(run_dir, phase.name, step)
         dist.barrier()
-        engine.save_checkpoint(str(ckpt.tmp_dir(run_dir, phase.name, step)), tag=TAG,
-                               client_state={"step": step, "consumed": consumed, "scheduler": scheduler.state_dict()})
+        engine.save_checkpoint(
+            str(ckpt.tmp_dir(run_dir, phase.name, step)),
+            tag=TAG,
+            client_state={"step": step, "consumed": consumed, "scheduler": scheduler.state_dict()},
+        )
         dist.barrier()
         if rank == 0:
             ckpt.commit(run_dir, phase.name, step, final=final)
@@ -153,8 +214,15 @@ def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.
         consumed += lay.global_batch
         dist.all_reduce(sums)
         grad_norm = engine.get_global_grad_norm()
-        metrics.step(step, float(sums[0] / sums[1]), lr, float(grad_norm) if grad_norm is not None else None,
-                     time.perf_counter() - t0, lay.global_batch * seq, {})
+        metrics.step(
+            step,
+            float(sums[0] / sums[1]),
+            lr,
+            float(grad_norm) if grad_norm is not None else None,
+            time.perf_counter() - t0,
+            lay.global_batch * seq,
+            {},
+        )
         if step % phase.checkpoint_every_steps == 0 and step < last_step:
             save(step, final=False)
     save(step, final=last_step == phase.steps)

@@ -42,7 +42,9 @@ class MicroBatch:
 
 
 def _pair(sum_: torch.Tensor, count: float | torch.Tensor) -> torch.Tensor:
-    return torch.stack([sum_.detach().float().cpu(), torch.as_tensor(count, dtype=torch.float32).cpu()])
+    return torch.stack(
+        [sum_.detach().float().cpu(), torch.as_tensor(count, dtype=torch.float32).cpu()]
+    )
 
 
 def sample_indices(step_base: int, micro: int, dp_rank: int, dp: int, mb: int) -> range:
@@ -114,7 +116,9 @@ def sft_batches(
 ) -> list[MicroBatch]:
     out = []
     for m in range(n_micro):
-        ts = [tasks.task(i, seed, kinds=kinds) for i in sample_indices(step_base, m, dp_rank, dp, mb)]
+        ts = [
+            tasks.task(i, seed, kinds=kinds) for i in sample_indices(step_base, m, dp_rank, dp, mb)
+        ]
         out.append(response_microbatch(tok, [(t.prompt, t.answer) for t in ts], seq))
         out[-1].meta = ts
     return out
@@ -180,7 +184,9 @@ def dpo_loss(
 
 
 # ---- GRPO ----------------------------------------------------------------------------------
-def heldout_prompts(seed: int, kinds: dict[str, float], dp_rank: int, dp: int, total: int) -> list[tasks.Task]:
+def heldout_prompts(
+    seed: int, kinds: dict[str, float], dp_rank: int, dp: int, total: int
+) -> list[tasks.Task]:
     """This DP rank's share of a fixed set of held-out tasks (never trained on)."""
     per = total // dp
     return [tasks.task(dp_rank * per + k, seed, held_out=True, kinds=kinds) for k in range(per)]

@@ -47,7 +47,10 @@ def select_phases(plan: Plan, phases: str) -> list[PhaseSpec]:
     names = [p.name for p in plan.phases]
     unknown = [w for w in wanted if w not in names]
     if unknown:
-        raise SpecError(f"unknown phase(s) {', '.join(unknown)}; the plan has {', '.join(names)}", field="phases")
+        raise SpecError(
+            f"unknown phase(s) {', '.join(unknown)}; the plan has {', '.join(names)}",
+            field="phases",
+        )
     return [p for p in plan.phases if p.name in wanted]
 
 
@@ -66,12 +69,33 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch_command(plan_path: Path, phase: PhaseSpec, run_dir: Path, resume: bool,
-                   backend: str | None, max_steps: int | None) -> list[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(phase.num_gpus),
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-           "-m", "scaleplan.executor.train", "--plan", str(plan_path), "--phase", phase.name,
-           "--run-dir", str(run_dir)]
+def launch_command(
+    plan_path: Path,
+    phase: PhaseSpec,
+    run_dir: Path,
+    resume: bool,
+    backend: str | None,
+    max_steps: int | None,
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(phase.num_gpus),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "scaleplan.executor.train",
+        "--plan",
+        str(plan_path),
+        "--phase",
+        phase.name,
+        "--run-dir",
+        str(run_dir),
+    ]
     if resume:
         cmd.append("--resume")
     if backend:
@@ -87,8 +111,13 @@ def _launch(cmd: list[str], env: dict[str, str], log_file: Path, echo: bool) -> 
     Output goes to `log_file` (and to the terminal when `echo`). Returns (exit code, log tail)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("a") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=None if echo else out,
-                                stderr=None if echo else subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=None if echo else out,
+            stderr=None if echo else subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             returncode = proc.wait()
         finally:
@@ -110,10 +139,17 @@ def last_loss(metrics: Path) -> tuple[float | None, int]:
     return loss, step
 
 
-def run_plan(plan_path: str | Path, phases: str = "all", run_dir: str | Path | None = None,
-             resume: bool = False, nproc: int | None = None, backend: str | None = None,
-             max_steps: int | None = None, env: dict[str, str] | None = None,
-             log: bool = True) -> list[PhaseResult]:
+def run_plan(
+    plan_path: str | Path,
+    phases: str = "all",
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    nproc: int | None = None,
+    backend: str | None = None,
+    max_steps: int | None = None,
+    env: dict[str, str] | None = None,
+    log: bool = True,
+) -> list[PhaseResult]:
     """Train the selected phases in order; raise PhaseFailed at the first failure."""
     plan_path = Path(plan_path)
     plan = load_spec(Plan, plan_path)
@@ -122,25 +158,48 @@ def run_plan(plan_path: str | Path, phases: str = "all", run_dir: str | Path | N
     allowed = nproc or default_max_procs()
     for phase in selected:
         if phase.num_gpus > allowed:
-            raise SpecError(f"phase '{phase.name}' needs {phase.num_gpus} processes (tp*pp*cp*dp of its "
-                            f"layout) but at most {allowed} are allowed here (--nproc)",
-                            field=f"phases.{phase.name}.num_gpus", source=str(plan_path))
+            raise SpecError(
+                f"phase '{phase.name}' needs {phase.num_gpus} processes (tp*pp*cp*dp of its "
+                f"layout) but at most {allowed} are allowed here (--nproc)",
+                field=f"phases.{phase.name}.num_gpus",
+                source=str(plan_path),
+            )
     run.mkdir(parents=True, exist_ok=True)
-    child_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
+    child_env = {
+        **os.environ,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        **(env or {}),
+    }
     results = []
     for phase in selected:
         metrics = run / "metrics" / f"{phase.name}.jsonl"
         if resume and ckpt.final(run, phase.name) is not None:
             loss, step = last_loss(metrics)
-            results.append(PhaseResult(phase.name, "skipped (finished)", phase.num_gpus, 0.0, loss, step, str(metrics)))
+            results.append(
+                PhaseResult(
+                    phase.name, "skipped (finished)", phase.num_gpus, 0.0, loss, step, str(metrics)
+                )
+            )
             continue
         cont = resume and ckpt.latest(run, phase.name) is not None
         cmd = launch_command(plan_path, phase, run, cont, backend, max_steps)
         t0 = time.perf_counter()
         returncode, tail = _launch(cmd, child_env, run / "logs" / f"{phase.name}.log", log)
         if returncode != 0:
-            raise PhaseFailed(f"phase '{phase.name}' failed (exit code {returncode}); "
-                              f"rerun with --resume to continue from its latest checkpoint\n{tail}")
+            raise PhaseFailed(
+                f"phase '{phase.name}' failed (exit code {returncode}); "
+                f"rerun with --resume to continue from its latest checkpoint\n{tail}"
+            )
         loss, step = last_loss(metrics)
-        results.append(PhaseResult(phase.name, "trained", phase.num_gpus, time.perf_counter() - t0, loss, step, str(metrics)))
+        results.append(
+            PhaseResult(
+                phase.name,
+                "trained",
+                phase.num_gpus,
+                time.perf_counter() - t0,
+                loss,
+                step,
+                str(metrics),
+            )
+        )
     return results

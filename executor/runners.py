@@ -30,7 +30,6 @@ from scaleplan.executor.data.tokenizer import load_or_train, special_ids
 from scaleplan.specs.errors import SpecError
 from scaleplan.specs.plan import PhaseSpec, Plan
 
-TEXT_KINDS = {"lm"}
 HELDOUT_PROMPTS = 32
 HELDOUT_SAMPLES = 4
 GENERATION_MICRO_BATCH = 64
@@ -218,14 +217,31 @@ class DPORunner(Runner):
         self, step: int, consumed: int
     ) -> tuple[list[obj.MicroBatch], Any, dict[str, float]]:
         batches = obj.dpo_batches(
-            self.tok, self.seed, self.kinds, self.seq, consumed, self.dp_rank, self.dp, self.mb, self.n_micro
+            self.tok,
+            self.seed,
+            self.kinds,
+            self.seq,
+            consumed,
+            self.dp_rank,
+            self.dp,
+            self.mb,
+            self.n_micro,
         )
         return self._with_reference(batches), partial(obj.dpo_loss, self.beta), {}
 
     def evaluate(self) -> dict[str, float]:
         """Reward margin on held-out pairs."""
         batches = obj.dpo_batches(
-            self.tok, self.seed, self.kinds, self.seq, 0, self.dp_rank, self.dp, self.mb, 2, held_out=True
+            self.tok,
+            self.seed,
+            self.kinds,
+            self.seq,
+            0,
+            self.dp_rank,
+            self.dp,
+            self.mb,
+            2,
+            held_out=True,
         )
         reports = self.run_schedule(
             self.chunks,
@@ -285,7 +301,11 @@ class GRPORunner(Runner):
         cur, done = lengths.clone(), torch.zeros(len(prompts), dtype=torch.bool)
         gen = torch.Generator().manual_seed(seed)
         ps = self.ps
-        gmb = next(m for m in range(min(len(prompts), GENERATION_MICRO_BATCH), 0, -1) if len(prompts) % m == 0)
+        gmb = next(
+            m
+            for m in range(min(len(prompts), GENERATION_MICRO_BATCH), 0, -1)
+            if len(prompts) % m == 0
+        )
         for _ in range(self.max_new):
             batches = [  # forward-only passes may use larger micro-batches than training
                 obj.MicroBatch(
@@ -348,7 +368,10 @@ class GRPORunner(Runner):
         self, step: int, consumed: int
     ) -> tuple[list[obj.MicroBatch], Any, dict[str, float]]:
         base = consumed // self.group + self.dp_rank * self.prompts_per_rank
-        prompts = [tasks.task(base + k, self.seed + 1, kinds=self.kinds) for k in range(self.prompts_per_rank)]
+        prompts = [
+            tasks.task(base + k, self.seed + 1, kinds=self.kinds)
+            for k in range(self.prompts_per_rank)
+        ]
         rows = [t for t in prompts for _ in range(self.group)]
         tokens, lengths, cur = self.generate(
             rows, seed=self.seed * 1_000_003 + step * 1_009 + self.dp_rank, greedy=False
@@ -403,7 +426,11 @@ class GRPORunner(Runner):
             dist.all_reduce(vec)
             out[name] = float(vec[0] / vec[1])
         out["examples"] = [  # greedy completions of this rank's first held-out prompts
-            [t.prompt, obj.decode_completion(self.tok, tokens[i, lengths[i] : cur[i]].tolist()), t.answer]
+            [
+                t.prompt,
+                obj.decode_completion(self.tok, tokens[i, lengths[i] : cur[i]].tolist()),
+                t.answer,
+            ]
             for i, t in enumerate(prompts[:4])
         ]
         return out

@@ -29,7 +29,10 @@ def rope(x: torch.Tensor, base: float) -> torch.Tensor:
     d, s = x.shape[-1], x.shape[-2]
     inv = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float32, device=x.device) / d))
     ang = torch.outer(torch.arange(s, dtype=torch.float32, device=x.device), inv)
-    cos, sin = torch.cat([ang, ang], -1).cos().to(x.dtype), torch.cat([ang, ang], -1).sin().to(x.dtype)
+    cos, sin = (
+        torch.cat([ang, ang], -1).cos().to(x.dtype),
+        torch.cat([ang, ang], -1).sin().to(x.dtype),
+    )
     x1, x2 = x[..., : d // 2], x[..., d // 2 :]
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
@@ -49,11 +52,14 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
         q, k, v = self.qkv(self.norm1(x)).split(
-            [self.heads * self.d, self.kv * self.d, self.kv * self.d], dim=-1)
+            [self.heads * self.d, self.kv * self.d, self.kv * self.d], dim=-1
+        )
         q = rope(q.view(b, s, self.heads, self.d).transpose(1, 2), self.rope_base)
         k = rope(k.view(b, s, self.kv, self.d).transpose(1, 2), self.rope_base)
         v = v.view(b, s, self.kv, self.d).transpose(1, 2)
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv != self.heads)
+        att = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, enable_gqa=self.kv != self.heads
+        )
         x = x + self.proj(att.transpose(1, 2).reshape(b, s, -1))
         hidden = self.fc1(self.norm2(x))
         if self.gated:
@@ -70,7 +76,9 @@ class TorchGPT(nn.Module):
         if spec.moe is not None or spec.attention == "mla" or spec.position_embedding != "rope":
             raise NotImplementedFeature(
                 "the DeepSpeed backend builds dense RoPE GQA models only; use the megatron backend "
-                "for MoE, MLA or learned positions", field="model")
+                "for MoE, MLA or learned positions",
+                field="model",
+            )
         self.embed = nn.Embedding(vocab_size, spec.hidden_size)
         self.blocks = nn.ModuleList(Block(spec, rope_base) for _ in range(spec.num_layers))
         self.norm = _norm(spec)

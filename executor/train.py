@@ -389,7 +389,9 @@ def load_checkpoint(
         for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
             if hasattr(opt, "_init_optimizer_states_with_dummy_values") and not opt.optimizer.state:
                 opt._init_optimizer_states_with_dummy_values()
-        state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=True, metadata=OPTIMIZER_CKPT_FORMAT)
+        state["optimizer"] = optimizer.sharded_state_dict(
+            state, is_loading=True, metadata=OPTIMIZER_CKPT_FORMAT
+        )
         state["scheduler"] = None
         state["train"] = None
     loaded = dist_checkpointing.load(state, str(path))
@@ -442,18 +444,14 @@ def main(argv: list[str] | None = None) -> None:
         for p in (p for c in reference for p in c.parameters()):
             p.requires_grad_(False)
 
-    start_step, consumed = 0, 0
+    start_step, consumed, init_path = 0, 0, None
     resume_from = ckpt.latest(run_dir, phase.name) if args.resume else None
     if resume_from is not None:
         train_state = load_checkpoint(resume_from, chunks, optimizer, scheduler)
         start_step, consumed = int(train_state["step"]), int(train_state["consumed"])
     elif phase.init_from is not None:
-        load_checkpoint(
-            ckpt.require_final(run_dir, phase.init_from, f"phases.{phase.name}.init_from"),
-            chunks,
-            None,
-            None,
-        )
+        init_path = ckpt.require_final(run_dir, phase.init_from, f"phases.{phase.name}.init_from")
+        load_checkpoint(init_path, chunks, None, None)
     if reference is not None:
         init = ckpt.final(run_dir, phase.init_from) if phase.init_from else None
         if init is not None:
@@ -523,6 +521,7 @@ def main(argv: list[str] | None = None) -> None:
             "world_size": dist.get_world_size(),
             "layout": lay.model_dump(),
             "backend": "megatron",
+            "init_from": str(init_path or ""),
             "resumed_from": str(resume_from or ""),
             "rope_base": rope_base,
             "seq_length": phase.seq_length,
@@ -593,9 +592,13 @@ def obj_to_cuda(b: Any) -> Any:
     """A micro-batch with its tensors on the current GPU."""
     from dataclasses import replace
 
-    return replace(b, tokens=b.tokens.cuda(non_blocking=True), labels=b.labels.cuda(non_blocking=True),
-                   loss_mask=b.loss_mask.cuda(non_blocking=True),
-                   extra={k: v.cuda(non_blocking=True) for k, v in b.extra.items()})
+    return replace(
+        b,
+        tokens=b.tokens.cuda(non_blocking=True),
+        labels=b.labels.cuda(non_blocking=True),
+        loss_mask=b.loss_mask.cuda(non_blocking=True),
+        extra={k: v.cuda(non_blocking=True) for k, v in b.extra.items()},
+    )
 
 
 def fault_injection(step: int) -> None:

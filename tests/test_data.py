@@ -95,8 +95,11 @@ def test_sft_mask_covers_exactly_the_response(tok) -> None:  # type: ignore[no-u
 
 
 def test_dpo_loss_and_margin_math() -> None:
-    b = obj.MicroBatch(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long),
-                       torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 1.0]]))
+    b = obj.MicroBatch(
+        torch.zeros(2, 3, dtype=torch.long),
+        torch.zeros(2, 3, dtype=torch.long),
+        torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 1.0]]),
+    )
     b.extra["ref_logp"] = torch.tensor([-2.0, -2.0])
     per_token = torch.tensor([[9.0, 0.5, 0.5], [9.0, 1.5, 1.5]])  # chosen logp -1, rejected -3
     loss, n, rep = obj.dpo_loss(0.1, b, per_token)
@@ -110,10 +113,16 @@ def test_grpo_advantages_and_loss_gradient_sign() -> None:
     adv = obj.group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]), 4)
     assert adv[0] > 0 > adv[1] and torch.allclose(adv[4:], torch.zeros(4))
     per_token = torch.full((2, 3), 1.0, requires_grad=True)
-    b = obj.MicroBatch(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long),
-                       torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]]))
-    b.extra.update(advantages=torch.tensor([1.0, -1.0]), rewards=torch.tensor([1.0, 0.0]),
-                   ref_logp_tokens=torch.full((2, 3), -1.0))
+    b = obj.MicroBatch(
+        torch.zeros(2, 3, dtype=torch.long),
+        torch.zeros(2, 3, dtype=torch.long),
+        torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]]),
+    )
+    b.extra.update(
+        advantages=torch.tensor([1.0, -1.0]),
+        rewards=torch.tensor([1.0, 0.0]),
+        ref_logp_tokens=torch.full((2, 3), -1.0),
+    )
     loss, n, rep = obj.grpo_loss(0.2, 0.0, b, per_token)
     loss.backward()
     # positive advantage: lower the per-token loss (raise logp); negative: the opposite

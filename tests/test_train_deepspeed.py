@@ -19,7 +19,9 @@ def _steps(run: Path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
-def test_zero_pretrain_learns_and_checkpoints(stage: int, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_zero_pretrain_learns_and_checkpoints(
+    stage: int, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     from scaleplan.executor.run import run_plan
 
     plan = tiny_plan(dp=2, zero_stage=stage, phases=("pretrain",), steps=12)
@@ -28,7 +30,9 @@ def test_zero_pretrain_learns_and_checkpoints(stage: int, tmp_path: Path, tmp_pa
     env = {"SCALEPLAN_DATA_CACHE": str(tmp_path_factory.getbasetemp() / "ds-data-cache")}
     run_plan(path, "all", tmp_path / "run", nproc=2, env=env, log=False)
     steps = _steps(tmp_path / "run")
-    start = json.loads((tmp_path / "run" / "metrics" / "pretrain.jsonl").read_text().splitlines()[0])
+    start = json.loads(
+        (tmp_path / "run" / "metrics" / "pretrain.jsonl").read_text().splitlines()[0]
+    )
     assert start["backend"] == "deepspeed" and start["layout"]["zero_stage"] == stage
     assert [s["step"] for s in steps] == list(range(1, 13))
     assert [s["lr"] for s in steps[:3]] == pytest.approx([0.0, 1.5e-3, 3e-3])  # the plan's warmup

@@ -40,12 +40,24 @@ def _chain_plan() -> Plan:
         phase_layouts=layouts,
         phase_overrides={
             # SFT to partial competence (greedy right, samples often wrong), so GRPO has room
-            "sft": {"steps": 120, "data": TASK, "checkpoint_every_steps": 1000,
-                    "schedule": {"style": "cosine", "peak_lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2}},
+            "sft": {
+                "steps": 120,
+                "data": TASK,
+                "checkpoint_every_steps": 1000,
+                "schedule": {"style": "cosine", "peak_lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2},
+            },
             "dpo": {"steps": 10, "data": TASK, "schedule": {"style": "constant", "peak_lr": 3e-4}},
-            "grpo": {"steps": 20, "data": TASK, "schedule": {"style": "constant", "peak_lr": 1e-4},
-                     "layout": {**base.phase("grpo").layout.model_dump(), **CHAIN_LAYOUTS["grpo"],
-                                "global_batch": 32, "micro_batch": 4}},
+            "grpo": {
+                "steps": 20,
+                "data": TASK,
+                "schedule": {"style": "constant", "peak_lr": 1e-4},
+                "layout": {
+                    **base.phase("grpo").layout.model_dump(),
+                    **CHAIN_LAYOUTS["grpo"],
+                    "global_batch": 32,
+                    "micro_batch": 4,
+                },
+            },
         },
     )
 
@@ -56,7 +68,9 @@ def write_plan(plan: Plan, path: Path) -> Path:
 
 
 def records(run_dir: Path, phase: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    lines = [json.loads(x) for x in (run_dir / "metrics" / f"{phase}.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(x) for x in (run_dir / "metrics" / f"{phase}.jsonl").read_text().splitlines()
+    ]
     return [r for r in lines if r["event"] == "step"], [r for r in lines if r["event"] == "eval"]
 
 
@@ -100,15 +114,19 @@ def test_six_phases_learn_across_layouts(chain: tuple[Path, Path]) -> None:
     steps, evals = records(run, "dpo")
     assert steps[0]["reward_margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
     assert evals[-1]["eval_reward_margin"] > evals[0]["eval_reward_margin"] + 0.03  # held-out pairs
-    assert _mean([s["reward_margin"] for s in steps[-3:]]) > _mean([s["reward_margin"] for s in steps[:3]]) + 0.01
+    assert (
+        _mean([s["reward_margin"] for s in steps[-3:]])
+        > _mean([s["reward_margin"] for s in steps[:3]]) + 0.01
+    )
     steps, evals = records(run, "grpo")
     assert evals[-1]["heldout_reward"] > evals[0]["heldout_reward"]
     assert all(s["step_time_s"] > 0 and 0 <= s["mfu"] < 1 for s in steps)
 
 
 @pytest.mark.slow
-def test_tp2_matches_tp1_and_kill9_resume_matches(chain: tuple[Path, Path], env: dict[str, str],
-                                                  tmp_path: Path) -> None:
+def test_tp2_matches_tp1_and_kill9_resume_matches(
+    chain: tuple[Path, Path], env: dict[str, str], tmp_path: Path
+) -> None:
     from scaleplan.executor.run import PhaseFailed, run_plan
 
     plan_path, run = chain
@@ -117,15 +135,29 @@ def test_tp2_matches_tp1_and_kill9_resume_matches(chain: tuple[Path, Path], env:
     pre = tp1.phase("pretrain")
     pre1 = pre.model_copy(update={"layout": pre.layout.model_copy(update={"tp": 1}), "num_gpus": 1})
     tp1 = tp1.model_copy(update={"phases": (pre1,) + tp1.phases[1:]})
-    run_plan(write_plan(tp1, tmp_path / "tp1.json"), "pretrain", tmp_path / "tp1", nproc=2,
-             max_steps=5, env=env, log=False)
+    run_plan(
+        write_plan(tp1, tmp_path / "tp1.json"),
+        "pretrain",
+        tmp_path / "tp1",
+        nproc=2,
+        max_steps=5,
+        env=env,
+        log=False,
+    )
     single, _ = records(tmp_path / "tp1", "pretrain")
     for a, b in zip(single[:5], reference[:5], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
 
     killed = tmp_path / "killed"
     with pytest.raises(PhaseFailed):  # SIGKILL of rank 1 after step 13 (checkpoint at step 10)
-        run_plan(plan_path, "pretrain", killed, nproc=2, env={**env, "SCALEPLAN_KILL_AT_STEP": "13:1"}, log=False)
+        run_plan(
+            plan_path,
+            "pretrain",
+            killed,
+            nproc=2,
+            env={**env, "SCALEPLAN_KILL_AT_STEP": "13:1"},
+            log=False,
+        )
     assert (killed / "checkpoints" / "pretrain" / "latest").read_text().strip() == "step_0000010"
     assert not (killed / "checkpoints" / "pretrain" / "final").exists()
     run_plan(plan_path, "pretrain", killed, resume=True, nproc=2, env=env, log=False)
@@ -138,20 +170,41 @@ def test_tp2_matches_tp1_and_kill9_resume_matches(chain: tuple[Path, Path], env:
 def test_moe_ep2_pretrain_sft_grpo(env: dict[str, str], tmp_path: Path) -> None:
     from scaleplan.executor.run import run_plan
 
-    plan = tiny_plan(moe=True, dp=2, ep=2, steps=8, phases=("pretrain", "sft", "grpo"),
-                     phase_overrides={"sft": {"init_from": "pretrain", "data": TASK},
-                                      "grpo": {"init_from": "sft", "steps": 3, "data": TASK}})
-    run_plan(write_plan(plan, tmp_path / "moe.json"), "all", tmp_path / "run", nproc=2, env=env, log=False)
+    plan = tiny_plan(
+        moe=True,
+        dp=2,
+        ep=2,
+        steps=8,
+        phases=("pretrain", "sft", "grpo"),
+        phase_overrides={
+            "sft": {"init_from": "pretrain", "data": TASK},
+            "grpo": {"init_from": "sft", "steps": 3, "data": TASK},
+        },
+    )
+    run_plan(
+        write_plan(plan, tmp_path / "moe.json"),
+        "all",
+        tmp_path / "run",
+        nproc=2,
+        env=env,
+        log=False,
+    )
     steps, _ = records(tmp_path / "run", "pretrain")
-    assert json.loads((tmp_path / "run" / "metrics" / "pretrain.jsonl").read_text().splitlines()[0])["layout"]["ep"] == 2
+    assert (
+        json.loads((tmp_path / "run" / "metrics" / "pretrain.jsonl").read_text().splitlines()[0])[
+            "layout"
+        ]["ep"]
+        == 2
+    )
     assert steps[-1]["loss"] < steps[0]["loss"] - 0.3
     for phase in ("sft", "grpo"):
         assert (tmp_path / "run" / "checkpoints" / phase / "final").exists()
 
 
 @pytest.mark.slow
-def test_calibrate_reads_run_metrics(chain: tuple[Path, Path], capsys: pytest.CaptureFixture[str],
-                                     tmp_path: Path) -> None:
+def test_calibrate_reads_run_metrics(
+    chain: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     from scaleplan.planner.cli import main
 
     _, run = chain
@@ -161,8 +214,17 @@ def test_calibrate_reads_run_metrics(chain: tuple[Path, Path], capsys: pytest.Ca
     assert exc.value.code == 2
     capsys.readouterr()
     out = tmp_path / "profile.yaml"
-    main(["calibrate", metrics, str(run / "metrics" / "sft.jsonl"), "--allow-device-mismatch",
-          "--out", str(out), "--json"])
+    main(
+        [
+            "calibrate",
+            metrics,
+            str(run / "metrics" / "sft.jsonl"),
+            "--allow-device-mismatch",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert [r["phase"] for r in result["runs"]] == ["pretrain", "sft"]
     for row in result["runs"]:
@@ -188,8 +250,19 @@ def test_schedule_mapping_wsd_and_cosine() -> None:
         param_groups: list[dict[str, float]] = [{}]
 
     plan = tiny_plan(phases=("pretrain",), steps=10)
-    phase = plan.phase("pretrain").model_copy(update={"schedule": plan.phase("pretrain").schedule.model_copy(
-        update={"style": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 2, "decay_steps": 4})})
+    phase = plan.phase("pretrain").model_copy(
+        update={
+            "schedule": plan.phase("pretrain").schedule.model_copy(
+                update={
+                    "style": "wsd",
+                    "peak_lr": 1.0,
+                    "min_lr": 0.1,
+                    "warmup_steps": 2,
+                    "decay_steps": 4,
+                }
+            )
+        }
+    )
     sched = build_scheduler(Opt(), phase)
     lrs = []
     for _ in range(11):
@@ -197,7 +270,11 @@ def test_schedule_mapping_wsd_and_cosine() -> None:
         sched.step(1)
     assert lrs[:3] == [0.0, 0.5, 1.0] and lrs[3:7] == [1.0] * 4  # warmup, then stable
     assert lrs[7] == pytest.approx(0.775) and lrs[10] == pytest.approx(0.1)  # linear decay to min
-    cos = phase.model_copy(update={"schedule": phase.schedule.model_copy(update={"style": "cosine", "warmup_steps": 0})})
+    cos = phase.model_copy(
+        update={
+            "schedule": phase.schedule.model_copy(update={"style": "cosine", "warmup_steps": 0})
+        }
+    )
     sched = build_scheduler(Opt(), cos)
     sched.step(5)
     assert Opt.param_groups[0]["lr"] == pytest.approx(0.1 + 0.9 * 0.5)

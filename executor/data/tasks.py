@@ -66,7 +66,9 @@ def is_held_out(task: Task) -> bool:
     return int.from_bytes(digest[:4], "little") % 100 < HELD_OUT_PERCENT
 
 
-def task(index: int, seed: int, held_out: bool = False, kinds: dict[str, float] | None = None) -> Task:
+def task(
+    index: int, seed: int, held_out: bool = False, kinds: dict[str, float] | None = None
+) -> Task:
     """The index-th task of a split: a pure function of (seed, index, split)."""
     rng = np.random.default_rng((seed, 7, index, int(held_out)))
     kinds = kinds or dict.fromkeys(KINDS, 1.0)
