@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from scaleplan.executor import checkpoints as ckpt
 from scaleplan.executor.metrics import MetricsWriter
-from scaleplan.specs.errors import SpecError
+from scaleplan.specs.errors import NotImplementedFeature, SpecError
 from scaleplan.specs.loader import load_spec
 from scaleplan.specs.plan import PhaseSpec, Plan
 
@@ -89,6 +89,17 @@ def init_distributed(phase: PhaseSpec) -> str:
             field=f"phases.{phase.name}.layout",
         )
     return device
+
+
+def gpu_only_features(phase: PhaseSpec) -> list[str]:
+    """Layout features megatron-core runs only with TransformerEngine (not on the CPU adapter)."""
+    lay = phase.layout
+    wanted = {
+        "sequence parallel": lay.sequence_parallel,
+        "context parallel": lay.cp > 1,
+        "fp8": lay.precision == "fp8",
+    }
+    return [name for name, on in wanted.items() if on]
 
 
 def init_parallel_state(phase: PhaseSpec, seed: int) -> None:
@@ -425,6 +436,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from scaleplan.executor.runners import make_runner
 
+    if not torch.cuda.is_available() and (lay_needs_gpu := gpu_only_features(phase)):
+        raise NotImplementedFeature(
+            f"{', '.join(lay_needs_gpu)} need TransformerEngine on a GPU; this machine has none "
+            "(see shared/notes/engines-on-cpu.md)",
+            field=f"phases.{phase.name}.layout",
+        )
     device = init_distributed(phase)
     init_parallel_state(phase, args.seed)
     lay = phase.layout

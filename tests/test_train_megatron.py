@@ -278,3 +278,21 @@ def test_schedule_mapping_wsd_and_cosine() -> None:
     sched = build_scheduler(Opt(), cos)
     sched.step(5)
     assert Opt.param_groups[0]["lr"] == pytest.approx(0.1 + 0.9 * 0.5)
+
+
+def test_gpu_only_layouts_are_refused_on_cpu(tmp_path: Path) -> None:
+    import torch
+
+    from scaleplan.executor.train import gpu_only_features, main
+    from scaleplan.specs.errors import NotImplementedFeature
+
+    plan = tiny_plan(tp=2, phases=("pretrain",))
+    pre = plan.phase("pretrain")
+    sp = pre.model_copy(update={"layout": pre.layout.model_copy(update={"sequence_parallel": True})})
+    assert gpu_only_features(sp) == ["sequence parallel"]
+    assert gpu_only_features(pre) == []
+    if torch.cuda.is_available():
+        return
+    path = write_plan(plan.model_copy(update={"phases": (sp,)}), tmp_path / "sp.json")
+    with pytest.raises(NotImplementedFeature, match="sequence parallel need TransformerEngine"):
+        main(["--plan", str(path), "--phase", "pretrain", "--run-dir", str(tmp_path / "run")])
