@@ -11,7 +11,8 @@ Communication volumes per transformer layer and micro-batch of T tokens (hidden 
   local K and V, overlapped with the attention core; twice that backward (K, V and their grads).
 - EP (GShard, Lepikhin et al. 2020): all-to-all dispatch + combine of T·top_k·h forward, same
   backward.
-- PP (Narayanan 2021, section 4.1 scatter/gather): one send of T·h/tp forward and one backward.
+- PP (Narayanan 2021, section 4.1 scatter/gather): one send of T·h/tp forward and one backward,
+  per virtual stage when interleaved (section 2.2.2).
 - DP: gradients reduced over dp·cp ranks once per step (all-reduce, or reduce-scatter +
   parameter all-gather when the optimizer is sharded; ZeRO, Rajbhandari et al. 2020), bucketed
   and overlapped with the last micro-batch's backward; ZeRO-3/FSDP gathers weights forward and
@@ -166,7 +167,11 @@ def stage_parts(
     tp_s = tp_keep * tp_layer * (2.0 + frac)
     cp_s = layers * (cp_fwd_exposed * (1.0 + frac) + cp_bwd_exposed)
     ep_s = n_moe * ep_fwd * (2.0 + frac)
-    pp_s = 2.0 * p2p_one
+    # Interleaving sends at every virtual-stage boundary: v times the p2p traffic per micro-batch
+    # (Narayanan et al. 2021, section 2.2.2); Megatron-core overlaps the sends between a stage's
+    # own chunks with the next chunk's compute (overlap_p2p_comm), so only their excess shows.
+    inner_p2p = 2.0 * (layouts.vp.astype(np.float64) - 1.0) * p2p_one
+    pp_s = 2.0 * p2p_one + comm.exposed_after_overlap(inner_p2p, body, 1.0)
     # Host-bound layers (efficiency.layer_host_s): a pass waits for its kernel launches.
     fwd_layer = (fwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / layers + cp_fwd_exposed
     bwd_layer = (bwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / layers + cp_bwd_exposed
