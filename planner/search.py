@@ -227,6 +227,7 @@ def search_layouts(
     extra_memory: ExtraMemory | None = None,
     price_usd_per_gpu_hour: float | None = None,
     time_tolerance: float = 0.0,
+    on_costed: Callable[[CostedLayouts], None] | None = None,
 ) -> SearchResult:
     """Search every layout of `space` on each GPU count for a global batch near
     `target_sequences`; rank feasible ones by time per token (then dollars per token).
@@ -236,7 +237,8 @@ def search_layouts(
     almost as fast).
 
     `extra_memory(layouts)` adds bytes per GPU a phase holds beyond training state (a DPO
-    reference model). Raises `NoLayoutFits` when nothing fits.
+    reference model). Raises `NoLayoutFits` when nothing fits. `on_costed`, when given, receives
+    every candidate the search screened and costed (`search_evaluated.evaluated_layouts`).
     """
     start = time.perf_counter()
     counts = tuple(gpu_counts or (cluster.num_gpus,))
@@ -302,6 +304,12 @@ def search_layouts(
         order = np.lexsort((-headroom, sec_per_token, np.where(near, usd_per_token, np.inf)))
     else:
         order = np.lexsort((-headroom, usd_per_token, sec_per_token))
+    if on_costed is not None:
+        on_costed(
+            CostedLayouts(
+                cand, gpus, code, reasons, mem, feas, step, usd_per_token, headroom, price
+            )
+        )
     b = int(order[0])
     best = lay.to_spec(b)
     step_dict = {k: float(v) for k, v in step.row(b).items()}
@@ -327,7 +335,28 @@ def search_layouts(
     )
 
 
+# --- what a search screened and costed, for plots (planner/search_evaluated.py) ---------------
+
+
+@dataclass(frozen=True)
+class CostedLayouts:
+    """What `search_layouts` screened and costed: all candidates, why each was rejected
+    (`code` indexes `reasons`, -1 = kept), memory per GPU, and the kept ones' step estimates."""
+
+    candidates: LayoutBatch
+    gpus: np.ndarray
+    code: np.ndarray
+    reasons: list[str]
+    memory_bytes: np.ndarray
+    feasible: np.ndarray  # indices into candidates
+    step: StepBatch  # of the feasible ones
+    usd_per_token: np.ndarray  # of the feasible ones
+    headroom_bytes: np.ndarray  # of the feasible ones
+    price_usd_per_gpu_hour: float
+
+
 __all__ = [
+    "CostedLayouts",
     "GIB",
     "MAX_BATCH_FACTOR",
     "NoLayoutFits",

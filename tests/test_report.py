@@ -385,3 +385,24 @@ def test_planned_report_search_plot_marks_the_chosen_layout(planned_week: Plan) 
     assert fig.status == "ok" and "Pareto front" in fig.caption
     step_s = planned_week.phase("pretrain").estimate.step_time_s
     assert f"{step_s:.3g} s per step" in fig.caption  # the star sits at the plan's own step time
+    # the scatter re-runs the plan's search: every layout it evaluated, and its choice again
+    evaluated = planned_week.search["pretrain"]["layouts_evaluated"]
+    assert f"of {evaluated:,} evaluated" in fig.caption and "re-run" not in fig.caption
+
+
+def test_evaluated_layouts_is_the_search_with_every_candidate_kept() -> None:
+    from scaleplan.planner.search import search_layouts
+    from scaleplan.planner.search_evaluated import evaluated_layouts
+    from scaleplan.specs.hardware import make_cluster
+    from scaleplan.specs.model import get_model
+
+    model, cluster = get_model("llama3-8b"), make_cluster("H100", 16)
+    ev = evaluated_layouts(model, cluster, 4096, 256)
+    plain = search_layouts(model, cluster, 4096, 256)
+    assert ev.result.best == plain.best and ev.layouts_evaluated == plain.layouts_evaluated
+    assert ev.step_time_s.size == plain.layouts_feasible
+    assert np.isclose(
+        ev.step_time_s, plain.step["step_time_s"], rtol=1e-12
+    ).any()  # the best is among them
+    assert ev.oom_step_time_s.size == plain.rejected_by_rule.get("out of memory", 0)
+    assert np.all(ev.oom_over_bytes > 0) and np.all(ev.headroom_bytes >= 0)

@@ -56,7 +56,7 @@ def _rerun(ctx: ReportContext) -> Scatter | None:
     """Every layout the search evaluated, re-run from the plan's model, cluster and phase; None
     where this build's search cannot hand its candidates out."""
     try:
-        from scaleplan.planner.search import evaluated_layouts
+        from scaleplan.planner.search_evaluated import evaluated_layouts
     except ImportError:
         return None
     phase = ctx.main_phase
