@@ -328,7 +328,7 @@ def test_forecast_without_schedule_fit_or_loss_says_why() -> None:
 def test_forecast_from_published_prior_is_anchored_to_the_law() -> None:
     plan = with_law(tiny_plan(), preset="chinchilla", predicted_loss=3.0)
     fig = one(plan, "2_loss_forecast")
-    assert fig.status == "ok" and "published multi-power-law fit" in fig.caption
+    assert fig.status == "ok" and "multi-power law's default parameters" in fig.caption
     assert "The anneal lowers the forecast loss by" in fig.caption
 
 

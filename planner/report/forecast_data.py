@@ -61,7 +61,7 @@ class Forecast:
     eval_steps: np.ndarray  # step indices where the loss is predicted
     loss: np.ndarray  # predicted loss after each eval step
     origin: str  # where the law's parameters came from
-    fitted: bool  # a fit of the user's curves (True) or the published prior, shifted (False)
+    fitted: bool  # a fit of the user's curves (True) or the law's default prior, shifted (False)
     shift: float  # nats added to the prior's prediction (0 for a fit)
 
 
@@ -83,7 +83,7 @@ def _mpl_params(data: Any, source: str) -> Any:
 
 def schedule_params(ctx: ReportContext) -> tuple[Any, str, bool]:
     """(MPL parameters, where from, fitted?): the budget's schedule fit, the plan's recorded one,
-    else the published prior (Luo et al. 2025, 400M)."""
+    else the schedule law's default parameters (`schedule_law.default_params`)."""
     from scaleplan.planner.laws.schedule_law import default_params
 
     recorded = ctx.plan.law.get("schedule")
@@ -134,7 +134,7 @@ def forecast(ctx: ReportContext) -> Forecast:
         if not isinstance(target, (int, float)):
             raise Unavailable(
                 "no schedule fit was given (budget law.schedule_fit) and the plan records no predicted loss "
-                "to place the published multi-power-law prior on"
+                "to place the multi-power-law prior on"
             )
         shift = float(target) - float(loss[-1])
         loss = loss + shift

@@ -97,7 +97,7 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     low, top = float(fc.loss.min()), float(settled.max())
     ax.set_ylim(low - 0.08 * (top - low), top + 0.15 * (top - low))
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"Forecast loss{'' if fc.fitted else ' (published prior, shifted)'}")
+    ax.set_title(f"Forecast loss{'' if fc.fitted else ' (default prior, shifted)'}")
     ax.legend(loc="center right")
 
     ax_lr.plot(cum_tokens / 1e9, fc.lr / scale_lr, color=style.COLORS["blue"], lw=1.4)
@@ -113,7 +113,7 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
     source = (
         f"the multi-power schedule law (Luo et al. 2025) fitted to your loss curves ({fc.origin})"
         if fc.fitted
-        else f"the published multi-power-law fit ({fc.origin}) as the shape, shifted by {fc.shift:+.3f} nats so the "
+        else f"the multi-power law's default parameters ({fc.origin}) as the shape, shifted by {fc.shift:+.3f} nats so the "
         "final loss equals the scaling law's L(N, D); no schedule fit was given (budget law.schedule_fit), so read "
         "the differences between phases, not the level"
     )
