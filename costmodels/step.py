@@ -223,8 +223,10 @@ TERM_FORMULAS: dict[str, tuple[str, str]] = {
         "mixed-precision Adam (Micikevicius et al. 2018; ZeRO section 3.1)",
     ),
     "overhead_s": (
-        "m x layers x host-bound wait (layer_host_s) + m x microbatch_overhead_s + step_overhead_s",
-        "efficiency profile (fitted: specs/catalog/profiles.yaml)",
+        "m x layers x host-bound wait (layer_host_s) + m x MoE layers x moe_layer_host_s (after "
+        "the dispatcher's host sync) + m x microbatch_overhead_s + step_overhead_s",
+        "efficiency profile (fitted: specs/catalog/profiles.yaml); Megatron-core MoE all-to-all "
+        "token dispatcher (per-expert token counts copied to the host)",
     ),
 }
 

@@ -175,13 +175,23 @@ def stage_parts(
     # Host-bound layers (efficiency.layer_host_s): a pass waits for its kernel launches.
     fwd_layer = (fwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / layers + cp_fwd_exposed
     bwd_layer = (bwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / layers + cp_bwd_exposed
-    host = prof.layer_host_s + prof.moe_layer_host_s * (model.num_moe_layers / model.num_layers)
-    host_wait = np.maximum(host - fwd_layer, 0.0) * (1.0 + frac) + np.maximum(
-        2.0 * host - bwd_layer, 0.0
+    host = prof.layer_host_s
+    # An MoE layer's forward cannot be launched ahead: Megatron-core's dropless all-to-all
+    # dispatcher copies the per-expert token counts to the host (the all-to-all split sizes and
+    # grouped-GEMM sizes) and waits for them, so the layer's remaining launches (moe_layer_host_s)
+    # run while the GPU idles. The backward reuses the forward's splits: launches overlap there.
+    moe_share = model.num_moe_layers / model.num_layers
+    moe_sync = prof.moe_layer_host_s * moe_share
+    host_wait = (np.maximum(host - fwd_layer, 0.0) + moe_sync) * (1.0 + frac) + np.maximum(
+        2.0 * (host + moe_sync) - bwd_layer, 0.0
     )
     overhead = layers * host_wait + prof.microbatch_overhead_s
     # Forward share of a micro-batch on a stage (for event-level pipeline timelines).
-    forward = layers * (np.maximum(fwd_layer, host)) + pp_s / 2.0 + prof.microbatch_overhead_s / 2.0
+    forward = (
+        layers * (np.maximum(fwd_layer, host) + moe_sync)
+        + pp_s / 2.0
+        + prof.microbatch_overhead_s / 2.0
+    )
     # --- parameters and DP sync (differ per stage: embedding and LM head) ---------------------
     zero = layouts.zero_stage
     sharded = (layouts.distributed_optimizer > 0) | (zero >= 1)

@@ -99,8 +99,10 @@ class EfficiencyProfile(Spec):
     # Host (Python + kernel launch) time of one layer's forward; backward launches twice as many
     # kernels. A layer pass whose GPU work is shorter waits for the host (host-bound).
     layer_host_s: float = Field(default=0.3e-3, ge=0)
-    # Extra host time of an MoE layer's forward (router, token permutation, dispatch/combine and
-    # per-expert GEMM launches; Megatron-core MoE), same host-bound rule.
+    # Host time of an MoE layer's forward after its dispatcher's device-to-host sync (the
+    # dropless all-to-all needs the per-expert token counts on the host): the launches of the
+    # permutation, dispatch/combine and per-expert GEMMs run while the GPU idles (serialized);
+    # in the backward they count towards the host-bound rule with layer_host_s.
     moe_layer_host_s: float = Field(default=1.0e-3, ge=0)
     # Fixed per-micro-batch overhead (kernel launches, framework), seconds.
     microbatch_overhead_s: float = Field(default=0.0, ge=0)

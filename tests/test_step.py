@@ -240,3 +240,19 @@ def test_interleaved_p2p_beyond_the_chunks_compute_is_exposed() -> None:
         PROFILE,
     )  # fmt: skip
     assert f.pp_s[1] == pytest.approx(float(f.pp_s[0]))  # hidden under the chunks' compute
+
+
+def test_moe_forward_host_time_is_serialized_after_the_dispatch_sync() -> None:
+    # The dropless all-to-all dispatcher waits for per-expert token counts on the host, so each
+    # MoE layer's forward adds moe_layer_host_s even when the GPU work is long (not host-bound).
+    model = get_model("mixtral-8x7b")
+    cluster = make_cluster("H100", 64)
+    layouts = _batch(tp=2, dp=32, ep=8, micro_batch=8, global_batch=512)
+    slow = EfficiencyProfile(name="slow-host", moe_layer_host_s=5e-3)
+    fast = EfficiencyProfile(name="no-host", moe_layer_host_s=0.0)
+    a = estimate_step_batch(model, cluster, layouts, 4096, slow, with_memory=False)
+    b = estimate_step_batch(model, cluster, layouts, 4096, fast, with_memory=False)
+    m = 512 // (32 * 8)
+    expected = m * model.num_moe_layers * 5e-3
+    assert a.overhead_s[0] - b.overhead_s[0] == pytest.approx(expected, rel=1e-9)
+    assert a.step_time_s[0] - b.step_time_s[0] == pytest.approx(expected, rel=1e-9)
