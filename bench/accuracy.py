@@ -124,12 +124,14 @@ The largest remaining misses are not explained by any of them:
   9.84 s at mb 64 (rows 119-124): the same token count per step; the model's only
   micro-batch-dependent terms (per-call GEMM efficiency, launch/host time, bubble-free pp 1) move
   smoothly. mb 64 is one micro-batch of 131k tokens per GPU (about 31 GiB of activations with
-  full recompute): an allocator-pressure effect the memory model does not time.
-- MoE rows (Megatron-Bridge) leave too few runs per GPU family to separate their candidates
-  (unfused attention with GPT-OSS sinks and sliding windows, grouped-GEMM efficiency for 768-wide
-  experts, per-chunk overhead at vp 24 with one layer per chunk); the published rows do not state
-  recompute, and several do not fit in HBM as stated (the real run must have recomputed or
-  offloaded), so they remain misses rather than being fitted away.
+  full recompute): plausibly allocator pressure, which the model does not time.
+- GPT-OSS-120B on B200 (row 63, EP 8, mb 4): the layout as stated needs about 214 GiB per GPU
+  (100 GiB of experts, 96 GiB of activations) on a 180 GB GPU, so the real run recomputed or
+  offloaded something the row does not state; and the schema has no head_dim column, so GPT-OSS's
+  64 heads get hidden/heads = 45 (its config says 64). The same model on GB200 (EP 64, mb 1, no
+  memory problem) is predicted within about 11 %. Inferring recompute from memory was not
+  done: the memory model also flags NeMo rows that ran as stated (sequence parallelism and
+  recompute are unstated there), so it would change rows the model already gets right.
 """
 
 
