@@ -122,9 +122,10 @@ def main() -> None:
         f"predicted: step {pred.step_time_s:.3f} s, MFU {pred.mfu:.3f}, memory {pred.memory_bytes / 2**30:.1f} GiB"
     )
     if args.dry_run:
-        from scaleplan.executor.train import transformer_config
+        from scaleplan.executor.mcore_build import megatron_configs, phase_document
 
-        config = transformer_config(plan, phase, "cuda")  # the GPU config, validated on CPU
+        # the GPU configs the entry point builds from the compiled document, validated on CPU
+        config = megatron_configs(phase_document(plan, phase), "cuda")["transformer"]
         print(
             f"dry run: TransformerConfig ok (bf16={config.bf16}, layers={config.num_layers}); would run:"
         )

@@ -80,6 +80,14 @@ def final(run_dir: Path, phase: str) -> Path | None:
 def require_final(run_dir: Path, phase: str, field: str) -> Path:
     path = final(run_dir, phase)
     if path is None:
+        partial = latest(run_dir, phase)
+        if partial is not None:  # stopped early: --max-steps, or killed
+            raise SpecError(
+                f"phase '{phase}' is unfinished (stopped at step {step_of(partial)}, e.g. by "
+                f"--max-steps), so phases that start from it cannot run yet; finish it with "
+                f"`scaleplan run PLAN --phases {phase} --resume` first",
+                field=field,
+            )
         raise SpecError(
             f"phase '{phase}' has no finished checkpoint in {phase_dir(run_dir, phase)}; "
             f"run that phase first",

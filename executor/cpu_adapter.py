@@ -112,6 +112,23 @@ def _patch_megatron() -> None:
             module.maybe_move_tensor_to_cpu = _split_sizes_to_numpy  # type: ignore[attr-defined]
     if not hasattr(moe_utils, "te_general_gemm"):
         moe_utils.te_general_gemm = None  # type: ignore[attr-defined]
+    _patch_checkpoint_queue()
+
+
+def _patch_checkpoint_queue() -> None:
+    """dist_checkpointing's writer collects results through a queue served by a *spawned* manager
+    process (CUDA-safe), which re-imports the entry point and torch: seconds per rank and run.
+    Without CUDA there is nothing fork-unsafe, so the manager is forked (milliseconds)."""
+    import multiprocessing as mp
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async as fsa
+
+    def results_queue() -> Any:
+        if fsa._results_queue is None:
+            fsa._results_queue = mp.get_context("fork").Manager().Queue()
+        return fsa._results_queue
+
+    fsa._get_write_results_queue = results_queue
 
 
 def install() -> None:

@@ -30,34 +30,31 @@ from scaleplan.specs.plan import PhaseSpec, Plan
 TAG = "ds"
 
 
-def ds_config(phase: PhaseSpec, on_gpu: bool) -> dict[str, Any]:
-    lay, s = phase.layout, phase.schedule
-    zero: dict[str, Any] = {"stage": lay.zero_stage}
-    if lay.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu"}
-    if lay.offload_params and lay.zero_stage == 3:
-        zero["offload_param"] = {"device": "cpu"}
-    return {
-        "train_batch_size": lay.global_batch,
-        "train_micro_batch_size_per_gpu": lay.micro_batch,
-        "gradient_accumulation_steps": lay.num_microbatches,
-        "gradient_clipping": s.grad_clip,
-        "optimizer": {
-            "type": "AdamW",
-            "params": {
-                "lr": s.peak_lr,
-                "betas": [s.adam_beta1, s.adam_beta2],
-                "eps": 1e-8,
-                "weight_decay": s.weight_decay,
-                "torch_adam": True,
-            },
-        },
-        "bf16": {"enabled": on_gpu and lay.precision in ("bf16", "fp8")},
-        "fp16": {"enabled": on_gpu and lay.precision == "fp16"},
-        "zero_optimization": zero,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
+def ds_config(plan: Plan, phase: PhaseSpec, on_gpu: bool) -> dict[str, Any]:
+    """The phase's compiled DeepSpeed config (`scaleplan compile --engine deepspeed` emits the
+    same), with the entry point's documented changes:
+
+    - no `scheduler`: the LR follows the plan's exact schedule through megatron-core's
+      OptimizerParamScheduler, as on the megatron path (DeepSpeed has no WSD);
+    - `steps_per_print` off: the entry point writes its own metrics;
+    - without a GPU: fp32 (no bf16/fp16 section), torch's Adam instead of the FusedAdam CUDA op,
+      and unpinned offload buffers (pinning needs CUDA).
+    """
+    from scaleplan.executor.compile.common import phase_contexts
+    from scaleplan.executor.compile.deepspeed import deepspeed_config
+
+    ctx = next(c for c in phase_contexts(plan) if c.name == phase.name)
+    cfg = deepspeed_config(ctx)
+    cfg.pop("scheduler", None)
+    cfg["steps_per_print"] = 10**9
+    if not on_gpu:
+        cfg.pop("bf16", None)
+        cfg.pop("fp16", None)
+        cfg["optimizer"]["params"]["torch_adam"] = True
+        for key in ("offload_optimizer", "offload_param"):
+            if key in cfg["zero_optimization"]:
+                cfg["zero_optimization"][key]["pin_memory"] = False
+    return cfg
 
 
 def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.Namespace) -> None:
@@ -79,12 +76,13 @@ def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.
     import deepspeed
 
     from scaleplan.executor import objectives as obj
+    from scaleplan.executor.compile.common import effective_rope_base, embedding_vocab_size
     from scaleplan.executor.data.packing import MixedData, PackedSource, token_stream
     from scaleplan.executor.data.tasks import kind_weights
     from scaleplan.executor.data.tokenizer import load_or_train
+    from scaleplan.executor.mcore_build import build_scheduler
     from scaleplan.executor.runners import build_on_rank0, cache_dir
     from scaleplan.executor.torch_gpt import TorchGPT
-    from scaleplan.executor.train import build_scheduler, effective_rope_base, padded_vocab
 
     on_gpu = torch.cuda.is_available()
     if on_gpu:
@@ -125,11 +123,9 @@ def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.
             )
 
     torch.manual_seed(args.seed)
-    model = TorchGPT(
-        plan.model, padded_vocab(plan.model.vocab_size), effective_rope_base(plan, phase)
-    )
+    model = TorchGPT(plan.model, embedding_vocab_size(plan), effective_rope_base(plan, phase))
     engine, optimizer, _, _ = deepspeed.initialize(
-        model=model, model_parameters=model.parameters(), config=ds_config(phase, on_gpu)
+        model=model, model_parameters=model.parameters(), config=ds_config(plan, phase, on_gpu)
     )
     scheduler = build_scheduler(optimizer, phase)
 

@@ -31,7 +31,9 @@ class PhaseFailed(RuntimeError):
 @dataclass(frozen=True)
 class PhaseResult:
     phase: str
-    status: str  # "trained" | "skipped (finished)"
+    status: (
+        str  # "trained" | "skipped (finished)" | "unfinished (--max-steps)" | "not started: ..."
+    )
     nproc: int
     wall_s: float
     final_loss: float | None
@@ -170,9 +172,17 @@ def run_plan(
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         **(env or {}),
     }
-    results = []
+    results: list[PhaseResult] = []
+    unfinished: str | None = None  # a phase that --max-steps stopped early: later ones wait
     for phase in selected:
         metrics = run / "metrics" / f"{phase.name}.jsonl"
+        if unfinished is not None:
+            why = (
+                f"not started: '{unfinished}' stopped at --max-steps and is unfinished; "
+                f"finish it with --resume"
+            )
+            results.append(PhaseResult(phase.name, why, phase.num_gpus, 0.0, None, 0, str(metrics)))
+            continue
         if resume and ckpt.final(run, phase.name) is not None:
             loss, step = last_loss(metrics)
             results.append(
@@ -191,10 +201,13 @@ def run_plan(
                 f"rerun with --resume to continue from its latest checkpoint\n{tail}"
             )
         loss, step = last_loss(metrics)
+        done = ckpt.final(run, phase.name) is not None
+        if not done:
+            unfinished = phase.name
         results.append(
             PhaseResult(
                 phase.name,
-                "trained",
+                "trained" if done else "unfinished (--max-steps)",
                 phase.num_gpus,
                 time.perf_counter() - t0,
                 loss,

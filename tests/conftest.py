@@ -22,3 +22,11 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def engine_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for training runs in tests: one tokenizer/corpus cache for the whole session
+    (every tiny plan shares the vocabulary, so it is built once) and one thread per rank."""
+    cache = tmp_path_factory.mktemp("data-cache")
+    return {"SCALEPLAN_DATA_CACHE": str(cache), "OMP_NUM_THREADS": "1"}

@@ -444,3 +444,32 @@ def test_moe_layer_pattern_matches_the_model_spec() -> None:
     assert isinstance(pattern, list) and sum(pattern) == every_other.num_moe_layers == 29
     assert pattern[:6] == [0, 0, 0, 1, 0, 1]
     assert moe_layer_freq(get_model("mixtral-8x7b")) == 1
+
+
+def test_megatron_document_pads_vocab_once_and_inherits_rope_base() -> None:
+    """The document the entry point trains from: the embedding padded to a multiple of 128 that
+    every phase's TP divides (so checkpoints reshard between phases), and the RoPE base of a
+    long-context phase carried into the phases that start from it."""
+    from scaleplan.executor.compile.common import embedding_vocab_size
+    from scaleplan.executor.compile.megatron_core import megatron_core_document
+
+    plan = tiny_plan(phase_layouts={"sft": {"tp": 2, "dp": 1}})
+    plan = plan.model_copy(update={"model": plan.model.model_copy(update={"vocab_size": 50257})})
+    assert embedding_vocab_size(plan) == 50304  # Megatron's GPT-2 padding
+    docs = {c.name: megatron_core_document(c) for c in phase_contexts(plan)}
+    for doc in docs.values():
+        assert doc["gpt_model"]["vocab_size"] == 50304
+        assert doc["gpt_model"]["tokenizer_vocab_size"] == 50257
+    assert docs["pretrain"]["gpt_model"]["rotary_base"] == plan.model.rope_base
+    for name in ("long_context", "sft", "dpo", "grpo"):  # sft starts from long_context
+        assert docs[name]["gpt_model"]["rotary_base"] == 40000.0, name
+    odd = plan.model_copy(
+        update={
+            "phases": (
+                plan.phases[0].model_copy(
+                    update={"layout": plan.phases[0].layout.model_copy(update={"tp": 3})}
+                ),
+            )
+        }
+    )
+    assert embedding_vocab_size(odd) % 384 == 0  # lcm(128, 3)

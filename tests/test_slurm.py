@@ -39,8 +39,12 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 
 
 @pytest.fixture
-def slurm_env(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
-    """Client commands (ours and the jobs') talk to the test cluster; torchrun is the venv's."""
+def slurm_env(
+    slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch, engine_env: dict[str, str]
+) -> SlurmCluster:
+    """Client commands (ours and the jobs') talk to the test cluster; torchrun is the venv's;
+    jobs share the session's tokenizer/corpus cache (sbatch exports the environment)."""
+    monkeypatch.setenv("SCALEPLAN_DATA_CACHE", engine_env["SCALEPLAN_DATA_CACHE"])
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     monkeypatch.setenv("TORCHRUN", str(VENV_BIN / "torchrun"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

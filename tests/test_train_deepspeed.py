@@ -20,15 +20,14 @@ def _steps(run: Path) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
 def test_zero_pretrain_learns_and_checkpoints(
-    stage: int, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    stage: int, tmp_path: Path, engine_env: dict[str, str]
 ) -> None:
     from scaleplan.executor.run import run_plan
 
     plan = tiny_plan(dp=2, zero_stage=stage, phases=("pretrain",), steps=12)
     path = tmp_path / "plan.json"
     path.write_text(plan.model_dump_json())
-    env = {"SCALEPLAN_DATA_CACHE": str(tmp_path_factory.getbasetemp() / "ds-data-cache")}
-    run_plan(path, "all", tmp_path / "run", nproc=2, env=env, log=False)
+    run_plan(path, "all", tmp_path / "run", nproc=2, env=engine_env, log=False)
     steps = _steps(tmp_path / "run")
     start = json.loads(
         (tmp_path / "run" / "metrics" / "pretrain.jsonl").read_text().splitlines()[0]

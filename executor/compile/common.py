@@ -5,6 +5,7 @@ Nothing here imports torch, megatron or deepspeed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from scaleplan.specs.errors import SpecError
@@ -49,7 +50,11 @@ class PhaseContext:
 
     @property
     def rope_base(self) -> float:
-        return self.phase.rope_base or self.plan.model.rope_base
+        return effective_rope_base(self.plan, self.phase)
+
+    @property
+    def vocab_size(self) -> int:
+        return embedding_vocab_size(self.plan)
 
     @property
     def nodes(self) -> int:
@@ -59,6 +64,27 @@ class PhaseContext:
     @property
     def gpus_per_node(self) -> int:
         return min(self.plan.cluster.gpus_per_node, self.phase.num_gpus)
+
+
+def effective_rope_base(plan: Plan, phase: PhaseSpec) -> float:
+    """A phase's RoPE base: its own, else inherited along `init_from` (a long-context extension
+    keeps its base in the phases that follow it), else the model's."""
+    if phase.rope_base is not None:
+        return phase.rope_base
+    if phase.init_from is not None:
+        return effective_rope_base(plan, plan.phase(phase.init_from))
+    return plan.model.rope_base
+
+
+VOCAB_DIVISIBLE_BY = 128  # Megatron-LM's default --make-vocab-size-divisible-by
+
+
+def embedding_vocab_size(plan: Plan) -> int:
+    """Rows of the embedding/output layer: the vocabulary padded to a multiple of 128 that every
+    phase's TP size divides (Megatron-LM pads the same way, `_vocab_size_with_padding`). One size
+    for the whole plan, so checkpoints reshard across phases whose TP sizes differ."""
+    multiple = math.lcm(VOCAB_DIVISIBLE_BY, *(p.layout.tp for p in plan.phases))
+    return -(-plan.model.vocab_size // multiple) * multiple
 
 
 def phase_contexts(plan: Plan) -> list[PhaseContext]:

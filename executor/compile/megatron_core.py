@@ -259,7 +259,8 @@ def megatron_core_document(ctx: PhaseContext) -> dict[str, Any]:
         "ddp_config": ddp_config(ctx),
         "parallel": parallel_state_kwargs(ctx),
         "gpt_model": {
-            "vocab_size": model.vocab_size,
+            "vocab_size": ctx.vocab_size,  # padded (GPTModel does not pad)
+            "tokenizer_vocab_size": model.vocab_size,
             "max_sequence_length": ctx.phase.seq_length,
             "position_embedding_type": "rope"
             if model.position_embedding == "rope"
@@ -274,10 +275,13 @@ def megatron_core_document(ctx: PhaseContext) -> dict[str, Any]:
     }
 
 
-def build_configs(doc: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+def build_configs(
+    doc: dict[str, Any], optimizer_overrides: dict[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
     """Construct megatron.core's config objects from an emitted document (imports megatron).
 
-    `overrides` go to TransformerConfig (e.g. `use_cpu_initialization=True`). Returns
+    `overrides` go to TransformerConfig (e.g. `use_cpu_initialization=True`), `optimizer_overrides`
+    to OptimizerConfig (the training entry point's CPU precision, `executor/mcore_build.py`). Returns
     {"transformer": ..., "optimizer": ..., "ddp": ...}; each constructor runs its own validation.
     """
     import torch
@@ -301,6 +305,7 @@ def build_configs(doc: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     )
     oc = dict(doc["optimizer_config"])
     oc["params_dtype"] = dtypes[oc["params_dtype"]]
+    oc.update(optimizer_overrides or {})
     return {
         "transformer": cls(**tc),
         "optimizer": OptimizerConfig(**oc),
