@@ -10,14 +10,22 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
 
 from scaleplan.specs.errors import SpecError
 
 from ._blas import single_thread_blas
 from .forms import ChinchillaLaw, DataConstrainedLaw, KaplanLaw, Law
+
+
+def minimize(*args: Any, **kwargs: Any) -> Any:
+    """scipy.optimize.minimize, imported on first use so that `scaleplan plan` starts fast."""
+    from scipy.optimize import minimize as _minimize
+
+    return _minimize(*args, **kwargs)
+
 
 # Epoch AI's grid (epoch-research/analyzing-chinchilla data_analysis.ipynb, cell 18):
 # alpha, beta in arange(0, 2.5, 0.5); e in arange(-1, 1.5, 0.5); a, b in arange(0, 30, 5).

@@ -5,18 +5,27 @@ caps, repetition per Muennighoff et al. 2023), and the inference-aware optimum (
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from scaleplan.specs.errors import SpecError
 
 from .forms import FLOPS_PER_PARAM_TOKEN, ArrayLike, DataConstrainedLaw, Law, effective_repeats
 
+
+def minimize_scalar(*args: Any, **kwargs: Any) -> Any:
+    """scipy.optimize.minimize_scalar, imported on first use so that `scaleplan plan` starts fast."""
+    from scipy.optimize import minimize_scalar as _minimize_scalar
+
+    return _minimize_scalar(*args, **kwargs)
+
+
 # Muennighoff et al. 2023 fitted decay constant for repeated data (huggingface/datablations
 # README, parametric fit): used when a law without its own R_D* meets a unique-token cap.
 MUENNIGHOFF_R_D_STAR = 15.387756
 
-_GRID = 2001  # log-N grid points per compute budget before the bounded refinement
+_GRID = 2001  # log-N grid points per compute budget before the zoomed refinement
 
 
 def _line_loss(law: Law, C: float, unique_tokens: float | None):
@@ -35,18 +44,21 @@ def _line_loss(law: Law, C: float, unique_tokens: float | None):
     return f
 
 
-def _argmin_line(f, lo: float, hi: float) -> float:
-    """Minimise f over log N in [lo, hi]: dense vectorized grid, then bounded Brent polish."""
-    grid = np.linspace(lo, hi, _GRID)
-    values = f(grid)
-    i = int(np.nanargmin(values))
-    a, b = grid[max(i - 1, 0)], grid[min(i + 1, _GRID - 1)]
-    if b - a <= 0:
-        return float(grid[i])
-    res = minimize_scalar(
-        lambda x: float(f(x)), bounds=(a, b), method="bounded", options={"xatol": 1e-10}
-    )
-    return float(res.x) if res.fun <= values[i] else float(grid[i])
+def _argmin_line(f, lo: float, hi: float, zooms: int = 4) -> float:
+    """Minimise f over log N in [lo, hi]: a dense vectorized grid, then `zooms` finer grids over
+    the bracket around the best point (each shrinks the spacing 100x). Golden-section precision
+    without importing scipy.optimize on the planning path (it costs ~0.7 s of start-up)."""
+    a, b, n = lo, hi, _GRID
+    best = lo
+    for _ in range(zooms + 1):
+        grid = np.linspace(a, b, n)
+        values = f(grid)
+        i = int(np.nanargmin(values))
+        best = float(grid[i])
+        a, b, n = grid[max(i - 1, 0)], grid[min(i + 1, n - 1)], 201
+        if b - a <= 0:
+            break
+    return best
 
 
 def _n_bounds(C: float, max_params: float | None) -> tuple[float, float]:

@@ -11,13 +11,21 @@ annealing phase, and a size-aware variant for predicting a larger model. Pure fu
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from scaleplan.specs.errors import SpecError
 
 from ._blas import single_thread_blas
+
+
+def least_squares(*args: Any, **kwargs: Any) -> Any:
+    """scipy.optimize.least_squares, imported on first use so that `scaleplan plan` starts fast."""
+    from scipy.optimize import least_squares as _least_squares
+
+    return _least_squares(*args, **kwargs)
+
 
 PARAM_NAMES = ("L0", "A", "alpha", "B", "C", "beta", "gamma")
 
