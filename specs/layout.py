@@ -161,7 +161,8 @@ def layout_violations(
         ),
     ]
     if num_gpus is not None:
-        rules.append(("dp", tp * pp * cp * dp != num_gpus, f"tp*pp*cp*dp must equal {num_gpus} GPUs"))
+        gpus = f"{num_gpus} GPUs" if isinstance(num_gpus, int) else "the GPU count"
+        rules.append(("dp", tp * pp * cp * dp != num_gpus, f"tp*pp*cp*dp must equal {gpus}"))
     return rules
 
 
