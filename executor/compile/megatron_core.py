@@ -115,6 +115,9 @@ def transformer_config(ctx: PhaseContext) -> tuple[str, dict[str, Any]]:
                 "moe_token_dispatcher_type": "alltoall",
                 "moe_router_load_balancing_type": "aux_loss",
                 "moe_aux_loss_coeff": 1e-2,
+                # router logits and top-k in fp32, as Megatron-core advises for many experts
+                # (DeepSeek-V3 report section 3.3.2 keeps gating in higher precision too)
+                "moe_router_dtype": "fp32",
             }
         )
         if moe.top_k == 1:  # Megatron refuses softmax-after-top-1 (every weight would be 1)

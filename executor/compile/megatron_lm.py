@@ -160,7 +160,7 @@ def _model_args(ctx: PhaseContext) -> list[str]:
             "--moe-router-load-balancing-type",
             "aux_loss",
         ]
-        out += ["--moe-aux-loss-coeff", "1e-2"]
+        out += ["--moe-aux-loss-coeff", "1e-2", "--moe-router-dtype", "fp32"]
         if moe.top_k == 1:
             out += ["--moe-router-pre-softmax"]
         if moe.num_shared_experts:
