@@ -17,6 +17,7 @@ $(VENV)/.core-installed: pyproject.toml
 $(VENV)/.engines-installed: $(VENV)/.core-installed
 	$(PIP) install torch==2.13.0
 	DS_BUILD_OPS=0 $(PIP) install -e '.[engines,dev]'
+	$(PY) -c 'from scaleplan.executor.ds_backend import prebuild_cpu_ops; prebuild_cpu_ops()'
 	touch $@
 
 setup: $(VENV)/.core-installed

@@ -8,7 +8,7 @@ schedule through megatron-core's OptimizerParamScheduler applied to DeepSpeed's 
 
 DeepSpeed notes (shared/notes/engines-on-cpu.md): `"torch_adam": true` avoids the ~50 s FusedAdam
 JIT build; the CPU accelerator's shared-memory op is compiled once into TORCH_EXTENSIONS_DIR
-(default ~/.cache/scaleplan/torch_extensions) and reused.
+(default: `torch_extensions_dir()`, prebuilt by `make setup-engines`) and reused.
 """
 
 from __future__ import annotations
@@ -28,6 +28,37 @@ from scaleplan.specs.errors import NotImplementedFeature, SpecError
 from scaleplan.specs.plan import PhaseSpec, Plan
 
 TAG = "ds"
+
+
+def torch_extensions_dir() -> Path:
+    """Where DeepSpeed's JIT-built ops are cached: one folder per Python environment and torch
+    version (torch rebuilds an op whose build flags changed, so two environments sharing one
+    folder would rebuild it back and forth, ~1-2 min each time on a small CPU)."""
+    import hashlib
+    import sys
+
+    key = hashlib.sha256(sys.prefix.encode()).hexdigest()[:10]
+    return (
+        Path.home()
+        / ".cache"
+        / "scaleplan"
+        / "torch_extensions"
+        / f"torch{torch.__version__}-{key}"
+    )
+
+
+def prebuild_cpu_ops() -> None:
+    """Build DeepSpeed's CPU shared-memory collective op into `torch_extensions_dir()` now
+    (`make setup-engines`), so that the first ZeRO run does not pay the JIT build."""
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
+    if torch.cuda.is_available():
+        return  # GPU machines use NCCL; the op is CPU-only
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        builder.load()
+        print(f"DeepSpeed CPU op cached in {os.environ['TORCH_EXTENSIONS_DIR']}")
 
 
 def ds_config(plan: Plan, phase: PhaseSpec, on_gpu: bool) -> dict[str, Any]:
@@ -70,9 +101,7 @@ def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.
             "the DeepSpeed backend is data-parallel (ZeRO) only: tp=pp=cp=ep=1",
             field=f"phases.{phase.name}.layout",
         )
-    os.environ.setdefault(
-        "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "scaleplan" / "torch_extensions")
-    )
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
     import deepspeed
 
     from scaleplan.executor import objectives as obj

@@ -56,6 +56,13 @@ class MetricsWriter:
         if not enabled:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        if append and path.exists():  # a resume: records past its checkpoint are trained again
+            keep = [
+                line
+                for line in path.read_text().splitlines(keepends=True)
+                if line.strip() and json.loads(line).get("step", 0) <= start_step
+            ]
+            path.write_text("".join(keep))
         self._file = path.open("a" if append else "w")
         self._start_progress(start_step)
 
