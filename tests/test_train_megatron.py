@@ -344,3 +344,32 @@ def test_entry_point_trains_the_compiled_document() -> None:
     assert doc["ddp_config"]["use_megatron_fsdp"]
     with pytest.raises(NotImplementedFeature, match="Megatron-FSDP"):
         mb.megatron_configs(doc, "cpu")
+
+
+def test_max_steps_leaves_the_phase_unfinished_and_later_phases_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--max-steps` stops a phase early: it keeps a checkpoint but no `final` marker, the
+    phases after it are reported as not started (with the reason), and a phase that starts from
+    it refuses with a message saying how to finish it."""
+    from scaleplan.executor import checkpoints as ckpt
+    from scaleplan.executor import run as run_mod
+
+    launched: list[list[str]] = []
+
+    def fake_launch(cmd: list[str], env: dict[str, str], log: Path, echo: bool) -> tuple[int, str]:
+        launched.append(cmd)  # what a --max-steps 3 run leaves: a step-3 checkpoint, no final
+        run_dir = Path(cmd[cmd.index("--run-dir") + 1])
+        phase = cmd[cmd.index("--phase") + 1]
+        ckpt.prepare_tmp(run_dir, phase, 3)
+        ckpt.commit(run_dir, phase, 3, final=False)
+        return 0, ""
+
+    monkeypatch.setattr(run_mod, "_launch", fake_launch)
+    path = write_plan(tiny_plan(phases=("pretrain", "anneal")), tmp_path / "p.json")
+    results = run_mod.run_plan(path, "all", tmp_path / "run", nproc=2, max_steps=3, log=False)
+    assert len(launched) == 1 and "--max-steps" in launched[0]
+    assert results[0].status == "unfinished (--max-steps)"
+    assert results[1].status.startswith("not started: 'pretrain' stopped at --max-steps")
+    with pytest.raises(SpecError, match="unfinished \\(stopped at step 3.*--resume"):
+        ckpt.require_final(tmp_path / "run", "pretrain", "phases.anneal.init_from")
