@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
+from results_md import replace_section  # bench/ is on sys.path when run as a script
 
 from scaleplan.planner.profile_fit import fit_profiles, leave_one_source_out
 from scaleplan.planner.validation import load_cases
@@ -135,15 +136,8 @@ The largest remaining misses are not explained by any of them:
 """
 
 
-def update_results(section: str, path: Path = RESULTS) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find(HEADING)
-    if start == -1:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    else:
-        nxt = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt != -1 else "\n")
-    path.write_text(text)
+def update_results(section: str) -> None:
+    replace_section(HEADING, section, RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:

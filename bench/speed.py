@@ -82,20 +82,14 @@ BENCHMARKS: list[tuple[str, Callable[[int], dict[str, float | str]]]] = [
 # --- planner section: plan-search speed (bench/plan_speed.py, owned by the planner) ---------
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plan_speed import BENCHMARKS as PLAN_BENCHMARKS  # noqa: E402
+from results_md import replace_section  # noqa: E402  (bench/ is on sys.path)
 
 BENCHMARKS += PLAN_BENCHMARKS
 # --- end of planner section ------------------------------------------------------------------
 
 
-def update_results(section: str, path: Path = RESULTS) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find(HEADING)
-    if start == -1:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    else:
-        nxt = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt != -1 else "\n")
-    path.write_text(text)
+def update_results(section: str) -> None:
+    replace_section(HEADING, section, RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:
