@@ -57,6 +57,7 @@ def _cluster_key(cluster: ClusterSpec) -> tuple:
 
 @functools.lru_cache(maxsize=32)
 def _graph(key: tuple) -> nx.Graph:
+    """Leaves and spine; GPUs and NICs attach on first use (`_add_gpu`)."""
     num_gpus, per_node, domain, nvlink_bps, nic_bps, oversub, topo = key
     g = nx.Graph()
     num_nodes = max(1, -(-num_gpus // per_node))
@@ -70,21 +71,37 @@ def _graph(key: tuple) -> nx.Graph:
             # Leaf uplink: the downlink bandwidth of its NICs divided by the oversubscription.
             nics_below = min(NODES_PER_LEAF, num_nodes) * (per_node // rails)
             g.add_edge(name, "spine", bytes_per_s=nics_below * nic_bps / oversub, kind="uplink")
-    for rank in range(num_gpus):
-        node, domain_id = rank // per_node, rank // domain
-        gpu, nic = f"gpu{rank}", f"nic{rank}"
-        g.add_node(gpu, kind="gpu", node=node, domain=domain_id)
-        g.add_node(nic, kind="nic", node=node)
-        g.add_edge(gpu, f"nvswitch{domain_id}", bytes_per_s=nvlink_bps, kind="nvlink")
-        g.add_edge(gpu, nic, bytes_per_s=nic_bps, kind="pcie")
-        leaf = f"leaf{node // NODES_PER_LEAF}.{rank % per_node if rails > 1 else 0}"
-        g.add_edge(nic, leaf, bytes_per_s=nic_bps, kind="network")
     return g
+
+
+def _add_gpu(g: nx.Graph, key: tuple, rank: int) -> None:
+    """Attach GPU `rank`, its NIC and their links to the graph (idempotent).
+
+    GPUs are attached on first use: a group query touches only its members, so a 16k-GPU
+    cluster costs a few dozen nodes per distinct group shape instead of 32k up front.
+    """
+    gpu = f"gpu{rank}"
+    if gpu in g:
+        return
+    _, per_node, domain, nvlink_bps, nic_bps, _, topo = key
+    rails = per_node if topo == "rail-optimized" else 1
+    node, domain_id = rank // per_node, rank // domain
+    nic = f"nic{rank}"
+    g.add_node(gpu, kind="gpu", node=node, domain=domain_id)
+    g.add_node(nic, kind="nic", node=node)
+    g.add_edge(gpu, f"nvswitch{domain_id}", bytes_per_s=nvlink_bps, kind="nvlink")
+    g.add_edge(gpu, nic, bytes_per_s=nic_bps, kind="pcie")
+    leaf = f"leaf{node // NODES_PER_LEAF}.{rank % per_node if rails > 1 else 0}"
+    g.add_edge(nic, leaf, bytes_per_s=nic_bps, kind="network")
 
 
 def cluster_graph(cluster: ClusterSpec) -> nx.Graph:
     """The cluster's graph (GPUs, NVSwitches, NICs, leaves, spine); edges carry `bytes_per_s`."""
-    return _graph(_cluster_key(cluster))
+    key = _cluster_key(cluster)
+    g = _graph(key)
+    for rank in range(key[0]):
+        _add_gpu(g, key, rank)
+    return g
 
 
 @functools.lru_cache(maxsize=4096)
@@ -92,22 +109,29 @@ def _group_link(key: tuple, size: int, stride: int) -> GroupLink:
     if size <= 1:
         return GroupLink(size, stride, False, False, 1, float("inf"), "self")
     g = _graph(key)
-    num_gpus = key[0]
-    members = [(k * stride) % max(num_gpus, 1) for k in range(size)]
-    nodes = [g.nodes[f"gpu{r}"]["node"] for r in members]
-    domains = [g.nodes[f"gpu{r}"]["domain"] for r in members]
+    num_gpus, per_node, domain = key[0], key[1], key[2]
+    members = (np.arange(size, dtype=np.int64) * stride) % max(num_gpus, 1)
+    # `_add_gpu`'s placement rule (node = rank // gpus_per_node, domain = rank // domain size),
+    # vectorized: an 8k-member DP group needs no 8k graph look-ups. The links are read from the
+    # graph for the members in the first member's NVLink domain.
+    nodes, domains = members // per_node, members // domain
+    per_domain = int(np.count_nonzero(domains == domains[0]))
+    for rank in members[:per_domain].tolist():
+        _add_gpu(g, key, rank)
     nvlink_bps = g.edges[f"gpu{members[0]}", f"nvswitch{domains[0]}"]["bytes_per_s"]
-    per_domain = domains.count(domains[0])
-    crosses_nodes = len(set(nodes)) > 1
-    if len(set(domains)) == 1:
+    crosses_nodes = bool(np.any(nodes != nodes[0]))
+    if per_domain == size:
         return GroupLink(size, stride, crosses_nodes, False, size, nvlink_bps, "nvlink")
     # A ring leaving the domain: NCCL runs one ring per NIC, so the group's share of the network
     # per domain is the NICs of its members there (rail-optimized: one NIC per GPU); each member
     # also forwards the ring's traffic over its NVLink port (min of the two).
-    nic_bps = sum(g.edges[f"gpu{r}", f"nic{r}"]["bytes_per_s"] for r in members[:per_domain])
+    nic_bps = sum(
+        g.edges[f"gpu{r}", f"nic{r}"]["bytes_per_s"] for r in members[:per_domain].tolist()
+    )
     network_bps = nic_bps
-    leaves = {n // NODES_PER_LEAF for n in nodes}
-    if len(leaves) > 1:  # crossing the spine: the leaf uplinks carry 1/oversubscription
+    if np.any(
+        nodes // NODES_PER_LEAF != nodes[0] // NODES_PER_LEAF
+    ):  # crossing the spine: the leaf uplinks carry 1/oversubscription
         network_bps = nic_bps / key[5]
     bus = min(network_bps, nvlink_bps) if per_domain > 1 else network_bps
     return GroupLink(size, stride, crosses_nodes, True, per_domain, bus, "network")
