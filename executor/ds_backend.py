@@ -47,12 +47,31 @@ def torch_extensions_dir() -> Path:
     )
 
 
+STALE_BUILD_LOCK_S = 900.0  # a JIT build of the op takes 1-2 min; a lock this old is a killed build's
+
+
+def clear_stale_build_locks(root: Path, older_than_s: float = STALE_BUILD_LOCK_S) -> list[Path]:
+    """Remove torch cpp_extension `lock` files left by a killed build. torch's FileBaton holds no
+    PID and waits for such a lock forever, so an interrupted `make setup-engines` would hang every
+    later build."""
+    import time
+
+    removed = []
+    for lock in root.glob("*/lock"):
+        if time.time() - lock.stat().st_mtime > older_than_s:
+            lock.unlink(missing_ok=True)
+            removed.append(lock)
+    return removed
+
+
 def prebuild_cpu_ops() -> None:
     """Build DeepSpeed's CPU shared-memory collective op into `torch_extensions_dir()` now
     (`make setup-engines`), so that the first ZeRO run does not pay the JIT build."""
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
     if torch.cuda.is_available():
         return  # GPU machines use NCCL; the op is CPU-only
+    for lock in clear_stale_build_locks(Path(os.environ["TORCH_EXTENSIONS_DIR"])):
+        print(f"removed a stale build lock: {lock}")
     from deepspeed.accelerator import get_accelerator
 
     builder = get_accelerator().create_op_builder("ShareMemCommBuilder")

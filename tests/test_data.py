@@ -144,3 +144,21 @@ def test_checkpoint_markers_are_atomic(tmp_path: Path) -> None:
     assert ckpt.final(tmp_path, "pretrain").name == "step_0000020"
     with pytest.raises(SpecError, match="no finished checkpoint"):
         ckpt.require_final(tmp_path, "anneal", "phases.sft.init_from")
+
+
+def test_stale_torch_extension_build_locks_are_cleared(tmp_path) -> None:
+    import os
+    import time
+
+    pytest.importorskip("deepspeed")
+    from scaleplan.executor.ds_backend import clear_stale_build_locks
+
+    old = tmp_path / "deepspeed_shm_comm" / "lock"
+    fresh = tmp_path / "other_op" / "lock"
+    for lock in (old, fresh):
+        lock.parent.mkdir()
+        lock.touch()
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    assert clear_stale_build_locks(tmp_path) == [old]
+    assert not old.exists() and fresh.exists()
