@@ -30,3 +30,16 @@ def engine_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (every tiny plan shares the vocabulary, so it is built once) and one thread per rank."""
     cache = tmp_path_factory.mktemp("data-cache")
     return {"SCALEPLAN_DATA_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run `scaleplan ARGS` in-process: (exit code, stdout, stderr)."""
+    from scaleplan.planner.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err

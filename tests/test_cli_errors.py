@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import run_cli as run
 from factories import tiny_plan
-
-from scaleplan.planner.cli import main
 
 BASE = [
     "simulate",
@@ -86,14 +85,6 @@ FILE_CASES = [
 ]  # fmt: skip
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _assert_one_line_error(code: int, out: str, err: str, words: list[str]) -> None:

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli as run
 from factories import tiny_plan
-
-from scaleplan.planner.cli import main
 
 ACCEPTANCE = [
     "simulate", "--json", "--model", "llama3-70b", "--gpu", "h100-sxm", "--gpus", "64",
@@ -19,14 +18,6 @@ ACCEPTANCE = [
 ]  # fmt: skip
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_acceptance_llama3_70b_on_64_h100(capsys: pytest.CaptureFixture[str]) -> None:
