@@ -7,7 +7,12 @@ import pytest
 
 from scaleplan.costmodels import flops
 from scaleplan.costmodels.batch import LayoutBatch
-from scaleplan.costmodels.calibration import MeasuredRun, calibrate, predict_step_times
+from scaleplan.costmodels.calibration import (
+    MeasuredRun,
+    calibrate,
+    predict_step_times,
+    start_points,
+)
 from scaleplan.costmodels.compute import layer_times, peak_flops_for
 from scaleplan.costmodels.step import StepBatch, estimate_step, estimate_step_batch
 from scaleplan.specs.efficiency import EfficiencyProfile
@@ -166,6 +171,34 @@ def test_calibration_recovers_a_known_profile() -> None:
     assert fitted.network_eff == pytest.approx(0.55, rel=0.05)
     with pytest.raises(ValueError):
         calibrate(runs, fit=("not_a_parameter",))
+
+
+def test_multi_start_calibration_finds_a_host_bound_optimum() -> None:
+    # layer_host_s acts through max(host - gpu_time, 0): from the default 0.3 ms no layer is
+    # host-bound, its gradient is zero, and a single local fit never moves it.
+    cluster = make_cluster("A100-SXM4-80GB", 8)
+    truth = PROFILE.model_copy(update={"layer_host_s": 3.0e-3})
+    layouts = [
+        LayoutSpec(tp=tp, dp=8 // tp, micro_batch=mb, global_batch=64) for tp, mb in
+        [(8, 1), (8, 2), (4, 1), (2, 1)]
+    ]  # fmt: skip
+    runs = [MeasuredRun(GPT, cluster, lay, 512, 1.0) for lay in layouts]
+    measured = predict_step_times(runs, truth)
+    assert np.all(measured > predict_step_times(runs, PROFILE) * 1.05)  # host-bound at 3 ms
+    runs = [
+        MeasuredRun(GPT, cluster, lay, 512, float(t))
+        for lay, t in zip(layouts, measured, strict=True)
+    ]
+    one = calibrate(runs, base=PROFILE, fit=("layer_host_s",), prior_weight=0.0, starts=1)
+    assert one.layer_host_s == pytest.approx(PROFILE.layer_host_s)  # stuck at the start
+    multi = calibrate(runs, base=PROFILE, fit=("layer_host_s",), prior_weight=0.0, starts=4)
+    assert multi.layer_host_s == pytest.approx(3.0e-3, rel=0.02)
+    starts = start_points(np.array([0.2, 0.7]), 5)
+    assert len(starts) == 5 and np.allclose(starts[0], [0.2, 0.7])
+    assert all(np.all((x >= 0) & (x <= 1)) for x in starts)
+    assert np.allclose(np.vstack(starts), np.vstack(start_points(np.array([0.2, 0.7]), 5)))
+    with pytest.raises(ValueError):
+        start_points(np.array([0.5]), 0)
 
 
 def test_speed_of_vectorized_evaluation() -> None:
