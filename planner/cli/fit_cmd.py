@@ -10,7 +10,7 @@ import numpy as np
 
 from scaleplan.specs.errors import NotImplementedFeature, SpecError
 
-LAWS = ("chinchilla", "kaplan", "data-constrained", "mpl")
+LAWS = ("chinchilla", "kaplan", "kaplan-irreducible", "data-constrained", "auto", "mpl")
 METHODS = ("epoch", "approach1", "approach2")
 
 
@@ -33,7 +33,23 @@ def _progress_bar(total: int, label: str):
 
 @click.command("fit")
 @click.argument("runs_csv", type=click.Path(dir_okay=False))
-@click.option("--law", "form", type=click.Choice(LAWS), default="chinchilla", show_default=True)
+@click.option(
+    "--law",
+    "form",
+    type=click.Choice(LAWS),
+    default="chinchilla",
+    show_default=True,
+    help="kaplan-irreducible: Kaplan's form plus an irreducible loss E. auto: the form among "
+    "chinchilla, kaplan and kaplan-irreducible that best predicts the ladder's two largest "
+    "model sizes from the smaller ones (--select-folds). mpl: loss curves through LR schedules.",
+)
+@click.option(
+    "--select-folds",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="With --law auto: how many of the largest model sizes are held out in turn.",
+)
 @click.option(
     "--method",
     type=click.Choice(METHODS),
@@ -86,6 +102,7 @@ def _progress_bar(total: int, label: str):
 def fit(
     runs_csv: str,
     form: str,
+    select_folds: int,
     method: str,
     drop_highest: int,
     last_per_run: bool,
@@ -111,6 +128,18 @@ def fit(
     if last_per_run:
         runs = rc.last_per_run(runs)
     runs = rc.drop_highest(runs, drop_highest)
+    selection = None
+    if form == "auto":
+        if method != "epoch":
+            raise NotImplementedFeature("--law auto needs --method epoch", field="--method")
+        from scaleplan.planner.laws.selection import select_form
+
+        bar, cb = _progress_bar(3 * select_folds, "choosing the form")
+        with bar:
+            form, scores = select_form(
+                runs.N, runs.D, runs.loss, folds=select_folds, delta=delta, progress=cb
+            )
+        selection = {"chosen": form, "folds": select_folds, "forms": [s.to_dict() for s in scores]}
     if method != "epoch" and form != "chinchilla":
         raise NotImplementedFeature(
             f"--method {method} fits a frontier; --law {form} needs --method epoch",
@@ -150,7 +179,7 @@ def fit(
         if loo:
             if form == "data-constrained":
                 raise NotImplementedFeature(
-                    "--loo is implemented for chinchilla and kaplan", field="--loo"
+                    "--loo is implemented for chinchilla and the kaplan forms", field="--loo"
                 )
             bar, cb = _progress_bar(len(runs.N), "leave-one-out")
             with bar:
@@ -198,6 +227,7 @@ def fit(
             "max_fitted_flops": float(runs.flops.max()),
             "seconds": seconds,
             "input": runs.source,
+            **({"selection": selection} if selection else {}),
         },
     )
     if out:
@@ -207,7 +237,7 @@ def fit(
 
         plot_fit(doc, plot)
     summary = {
-        "law": law.name,
+        "law": form if method == "epoch" else law.name,
         "method": method,
         "params": law.params,
         "n_points": n_points,
@@ -217,6 +247,8 @@ def fit(
     }
     if bootstrap:
         summary["ci"] = bootstrap["ci"]
+    if selection:
+        summary["selection"] = selection
     if "loo" in extra:
         summary["loo"] = {k: v for k, v in extra["loo"].items() if k != "residuals_log"}
     if as_json:
@@ -294,6 +326,17 @@ def _print_fit(summary: dict, out: str | None) -> None:
                 lo, mid, hi = summary["ci"][k]
                 table.add_row(k, f"{mid:.4g}", f"[{lo:.4g}, {hi:.4g}]")
     console = Console()
+    if "selection" in summary:
+        sel = Table(
+            title=f"form chosen by extrapolation: held out the {summary['selection']['folds']} "
+            "largest sizes in turn, each predicted from the smaller ones"
+        )
+        for col in ("form", "mean |error|", "max |error|"):
+            sel.add_column(col, justify="left" if col == "form" else "right")
+        for f in summary["selection"]["forms"]:
+            mark = " (chosen)" if f["form"] == summary["selection"]["chosen"] else ""
+            sel.add_row(f["form"] + mark, f"{f['mean_abs_pct']:.2f} %", f"{f['max_abs_pct']:.2f} %")
+        console.print(sel)
     console.print(table)
     if "loo" in summary:
         console.print(

@@ -36,7 +36,7 @@ EPOCH_GRID = {
     "alpha": np.arange(0, 2.5, 0.5),
     "beta": np.arange(0, 2.5, 0.5),
 }
-MIN_POINTS = {"chinchilla": 6, "kaplan": 5, "data-constrained": 8}
+MIN_POINTS = {"chinchilla": 6, "kaplan": 5, "kaplan-irreducible": 6, "data-constrained": 8}
 
 
 @dataclass
@@ -252,33 +252,84 @@ def _kaplan_obj_grad(theta: np.ndarray, logN, logD, logL, delta: float) -> tuple
     return float(huber(r, delta).sum()), grad
 
 
+def _kaplan_e_obj_grad(
+    theta: np.ndarray, logN, logD, logL, delta: float
+) -> tuple[float, np.ndarray]:
+    """log L = log(exp(e) + exp(α_D·LSE(...))): Kaplan's form plus an irreducible loss E = e^e."""
+    lnc, ldc, an, ad, e = theta
+    p = an / ad
+    dn = lnc - logN
+    u1, u2 = p * dn, ldc - logD
+    s = np.logaddexp(u1, u2)
+    w1 = np.exp(u1 - s)
+    w2 = 1.0 - w1
+    log_pred = np.logaddexp(e, ad * s)
+    share = np.exp(ad * s - log_pred)  # reducible / total
+    r = log_pred - logL
+    g = huber_grad(r, delta)
+    gs = g * share
+    grad = np.array(
+        [
+            np.sum(gs * w1 * an),
+            np.sum(gs * w2 * ad),
+            np.sum(gs * w1 * dn),
+            np.sum(gs * (s - w1 * p * dn)),
+            np.sum(g * (1.0 - share)),
+        ]
+    )
+    return float(huber(r, delta).sum()), grad
+
+
+KAPLAN_E_STARTS = np.log(np.array([0.25, 0.5, 1.0, 1.5, 2.0]))  # grid of log E starts (nats)
+
+
 def fit_kaplan(
-    N, D, L, *, delta: float = 1e-3, polish: int = 4, start: np.ndarray | None = None
+    N,
+    D,
+    L,
+    *,
+    delta: float = 1e-3,
+    polish: int = 4,
+    start: np.ndarray | None = None,
+    irreducible: bool = False,
 ) -> FitResult:
-    """Kaplan et al. 2020 eq. 1.5 fitted with the same Huber log-residual objective."""
+    """Kaplan et al. 2020 eq. 1.5 fitted with the same Huber log-residual objective; with
+    `irreducible`, plus a fitted irreducible loss E (Henighan et al. 2020 eq. 1.1)."""
     t0 = time.perf_counter()
     N, D, L = (np.asarray(x, dtype=float) for x in (N, D, L))
-    _check_points(N, D, L, "kaplan")
+    form = "kaplan-irreducible" if irreducible else "kaplan"
+    _check_points(N, D, L, form)
     args = (np.log(N), np.log(D), np.log(L), delta)
     if start is not None:
         starts = np.asarray(start, dtype=float)[None, :]
     else:
         g = KAPLAN_GRID
-        mesh = np.meshgrid(g["log_Nc"], g["log_Dc"], g["alpha_N"], g["alpha_D"], indexing="ij")
+        axes = [g["log_Nc"], g["log_Dc"], g["alpha_N"], g["alpha_D"]]
+        if irreducible:
+            axes.append(KAPLAN_E_STARTS)
+        mesh = np.meshgrid(*axes, indexing="ij")
         theta = np.stack([m.ravel() for m in mesh]).T
-        lnc, ldc, an, ad = (t[:, None] for t in theta.T)
+        lnc, ldc, an, ad = (t[:, None] for t in theta.T[:4])
         pred = ad * np.logaddexp(an / ad * (lnc - args[0]), ldc - args[1])
+        if irreducible:
+            pred = np.logaddexp(theta[:, 4:5], pred)
         scores = huber(pred - args[2], delta).sum(axis=1)
-        starts = theta[np.argsort(scores, kind="stable")[:polish]]
+        starts = theta[np.argsort(scores, kind="stable")[: polish * (2 if irreducible else 1)]]
     bounds = [(None, None), (None, None), _POS, _POS]
-    best = _polish(_kaplan_obj_grad, starts, args, bounds=bounds)
-    lnc, ldc, an, ad = best.x
+    if irreducible:
+        # E below the smallest measured loss (a loss cannot sit under its irreducible part).
+        bounds.append((np.log(1e-3), float(np.log(L.min()))))
+        best = _polish(_kaplan_e_obj_grad, starts, args, bounds=bounds)
+    else:
+        best = _polish(_kaplan_obj_grad, starts, args, bounds=bounds)
+    lnc, ldc, an, ad = best.x[:4]
     law = KaplanLaw(
         N_c=float(np.exp(lnc)),
         D_c=float(np.exp(ldc)),
         alpha_N=float(an),
         alpha_D=float(ad),
-        source="fit (Kaplan form, Huber)",
+        E=float(np.exp(best.x[4])) if irreducible else 0.0,
+        source=f"fit (Kaplan form{' + irreducible E' if irreducible else ''}, Huber)",
     )
     return FitResult(
         law, float(best.fun), len(N), time.perf_counter() - t0, "epoch", delta, len(starts), best.x
@@ -362,13 +413,15 @@ def _dc_from_theta(theta: np.ndarray) -> DataConstrainedLaw:
 def fit_law(
     form: str, N, D, L, *, unique_tokens=None, delta: float = 1e-3, start: np.ndarray | None = None
 ) -> FitResult:
-    """Approach 3 fit of `form` (chinchilla, kaplan, data-constrained)."""
+    """Approach 3 fit of `form` (chinchilla, kaplan, kaplan-irreducible, data-constrained)."""
     if not (np.isfinite(delta) and delta > 0):
         raise SpecError(f"must be positive (got {delta!r})", field="delta")
     if form == "chinchilla":
         return fit_chinchilla(N, D, L, delta=delta, start=start)
     if form == "kaplan":
         return fit_kaplan(N, D, L, delta=delta, start=start)
+    if form == "kaplan-irreducible":
+        return fit_kaplan(N, D, L, delta=delta, start=start, irreducible=True)
     if form == "data-constrained":
         if unique_tokens is None:
             raise SpecError(
@@ -376,5 +429,6 @@ def fit_law(
             )
         return fit_data_constrained(N, D, L, unique_tokens, delta=delta)
     raise SpecError(
-        f"unknown law {form!r}; expected chinchilla, kaplan or data-constrained", field="law"
+        f"unknown law {form!r}; expected chinchilla, kaplan, kaplan-irreducible or data-constrained",
+        field="law",
     )

@@ -116,35 +116,41 @@ class ChinchillaLaw(Law):
 
 @dataclass(frozen=True)
 class KaplanLaw(Law):
-    """L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D (Kaplan et al. 2020 eq. 1.5)."""
+    """L(N, D) = E + [(N_c/N)^(α_N/α_D) + D_c/D]^α_D: Kaplan et al. 2020 eq. 1.5, plus an
+    irreducible loss E as in Henighan et al. 2020 eq. 1.1 (E = 0 is Kaplan's own form)."""
 
     N_c: float
     D_c: float
     alpha_N: float
     alpha_D: float
+    E: float = 0.0
     source: str = "user"
     name: ClassVar[str] = "kaplan"
 
     @property
     def params(self) -> dict[str, float]:
-        return {"N_c": self.N_c, "D_c": self.D_c, "alpha_N": self.alpha_N, "alpha_D": self.alpha_D}
+        out = {"N_c": self.N_c, "D_c": self.D_c, "alpha_N": self.alpha_N, "alpha_D": self.alpha_D}
+        return {**out, "E": self.E} if self.E else out
 
     def loss(self, N: ArrayLike, D: ArrayLike) -> np.ndarray:
         N = np.asarray(N, dtype=float)
         D = np.asarray(D, dtype=float)
-        return ((self.N_c / N) ** (self.alpha_N / self.alpha_D) + self.D_c / D) ** self.alpha_D
+        reducible = ((self.N_c / N) ** (self.alpha_N / self.alpha_D) + self.D_c / D) ** self.alpha_D
+        return self.E + reducible
 
     def optimal(self, C: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-        """Minimum of eq. 1.5 along 6ND = C: d/dN = 0 gives
-        N^(p+1) = p·N_c^p·C/(6·D_c), p = α_N/α_D. (Kaplan's own N ∝ C^0.73 of Table 6 comes from
-        the early-stopped L(N, S) analysis, not from eq. 1.5.)"""
+        """Minimum of eq. 1.5 along 6ND = C (E is a constant, so it does not move it): d/dN = 0
+        gives N^(p+1) = p·N_c^p·C/(6·D_c), p = α_N/α_D. (Kaplan's own N ∝ C^0.73 of Table 6
+        comes from the early-stopped L(N, S) analysis, not from eq. 1.5.)"""
         C = np.asarray(C, dtype=float)
         p = self.alpha_N / self.alpha_D
         N = (p * self.N_c**p * C / (FLOPS_PER_PARAM_TOKEN * self.D_c)) ** (1.0 / (p + 1.0))
         return N, C / (FLOPS_PER_PARAM_TOKEN * N)
 
     def tokens_for_loss(self, N: float, target_loss: float) -> float:
-        slack = target_loss ** (1.0 / self.alpha_D) - (self.N_c / N) ** (
+        if target_loss <= self.E:
+            return float("inf")
+        slack = (target_loss - self.E) ** (1.0 / self.alpha_D) - (self.N_c / N) ** (
             self.alpha_N / self.alpha_D
         )
         return float(self.D_c / slack) if slack > 0 else float("inf")
