@@ -40,6 +40,8 @@ class LayoutBatch:
     precision: np.ndarray  # PRECISION_CODES: 0 bf16, 1 fp16, 2 fp8
     overlap_grad_reduce: np.ndarray
     overlap_param_gather: np.ndarray
+    # embedding and loss counted as pipeline layers (costmodels.stage_layers); 0/1
+    account_embedding_loss_in_pipeline_split: np.ndarray
 
     def __len__(self) -> int:
         return int(self.tp.shape[0])
@@ -68,6 +70,7 @@ class LayoutBatch:
             "micro_batch": 1, "global_batch": 1, "recompute": 0, "recompute_layers": 0,
             "offload_optimizer": 0, "offload_params": 0, "precision": 0,
             "overlap_grad_reduce": 1, "overlap_param_gather": 1,
+            "account_embedding_loss_in_pipeline_split": 0,
         }
         unknown = set(arrays) - set(defaults)
         if unknown:
@@ -104,6 +107,9 @@ class LayoutBatch:
             precision=PRECISION_NAMES[int(self.precision[i])],  # type: ignore[arg-type]
             overlap_grad_reduce=bool(self.overlap_grad_reduce[i]),
             overlap_param_gather=bool(self.overlap_param_gather[i]),
+            account_embedding_loss_in_pipeline_split=bool(
+                self.account_embedding_loss_in_pipeline_split[i]
+            ),
         )
 
 
@@ -121,4 +127,7 @@ def _spec_row(layout: LayoutSpec) -> dict[str, int]:
         "precision": PRECISION_CODES[layout.precision],
         "overlap_grad_reduce": int(layout.overlap_grad_reduce),
         "overlap_param_gather": int(layout.overlap_param_gather),
+        "account_embedding_loss_in_pipeline_split": int(
+            layout.account_embedding_loss_in_pipeline_split
+        ),
     }

@@ -23,6 +23,8 @@ import numpy as np
 from scaleplan.specs.layout import RECOMPUTE_CODES
 from scaleplan.specs.model import ModelSpec
 
+from .stage_layers import full_stage_layers
+
 # Ops of a transformer layer (everything but the LM head): what full recompute replays.
 LAYER_OPS: tuple[str, ...] = (
     "qkv",
@@ -171,11 +173,16 @@ def hardware_flops_per_token(
     return model_flops_per_token(model, seq_length) + extra
 
 
-def recompute_layers_fraction(num_layers: int, pp: Any, recompute_layers: Any) -> Any:
-    """Fraction of a stage's layers that full recompute replays (`recompute_layers` 0/None = all)."""
+def recompute_layers_fraction(
+    num_layers: int, pp: Any, recompute_layers: Any, split: Any = 0
+) -> Any:
+    """Fraction of a stage's layers that full recompute replays (`recompute_layers` 0/None = all).
+
+    `split`: the layouts' account_embedding_loss_in_pipeline_split (a full stage then holds
+    (L+2)/pp layers; `stage_layers`)."""
     if recompute_layers is None:
         return 1.0
-    per_stage = np.asarray(num_layers // np.asarray(pp), dtype=np.float64)
+    per_stage = np.floor(full_stage_layers(num_layers, pp, split))
     layers = np.asarray(recompute_layers, dtype=np.float64)
     frac = np.where(layers <= 0, 1.0, np.minimum(layers / per_stage, 1.0))
     return float(frac) if frac.ndim == 0 else frac

@@ -25,6 +25,7 @@ from scaleplan.specs.model import ModelSpec
 from .batch import LayoutBatch
 from .memory_activations import BF16_BYTES, stage_activation_bytes
 from .memory_params import STAGES, RankParams, params_per_rank, rank_params, stage_rank
+from .stage_layers import stage_layers
 
 __all__ = [
     "COMPONENTS",
@@ -112,7 +113,7 @@ def _state_bytes(
 
 
 def _comm_buffer_bytes(
-    model: ModelSpec, layouts: LayoutBatch, seq_length: int, params: RankParams
+    model: ModelSpec, layouts: LayoutBatch, seq_length: int, params: RankParams, rank: np.ndarray
 ) -> np.ndarray:
     """Transient communication buffers at the peak (bytes)."""
     h, b = model.hidden_size, BF16_BYTES
@@ -140,7 +141,16 @@ def _comm_buffer_bytes(
         out = out + 2 * b * tokens * h
     # ZeRO-3 / parameter offload: the gathered weights of the current and the prefetched layer
     gathered = (layouts.zero_stage >= 3) | (layouts.offload_params != 0)
-    layers_here = max(model.num_layers, 1) / layouts.pp
+    layers_here = np.maximum(
+        stage_layers(
+            model.num_layers,
+            layouts.pp,
+            layouts.vp,
+            layouts.account_embedding_loss_in_pipeline_split,
+            rank,
+        ),
+        1.0,
+    )
     per_layer = (params.dense + params.experts) / layers_here
     out = out + np.where(gathered, 2 * WEIGHT_BYTES * per_layer, 0.0)
     return out
@@ -167,7 +177,7 @@ def _stage_memory(
     act = stage_activation_bytes(
         model, layouts, seq_length, rank, dropout, vocab_divisible_by, flash_attention
     ).total
-    comm = _comm_buffer_bytes(model, layouts, seq_length, params)
+    comm = _comm_buffer_bytes(model, layouts, seq_length, params, rank)
     margin = FRAMEWORK_FIXED_BYTES + ALLOCATOR_FRAGMENTATION * (act + comm)
     parts = [weights, grads, optimizer, embeddings, experts, act, comm, margin]
     parts = [np.asarray(p, dtype=np.float64) * np.ones(len(layouts)) for p in parts]

@@ -11,7 +11,9 @@ Placement follows Megatron-Core 0.16 `GPTModel` with `get_gpt_layer_local_spec()
   too. Final norm on the last stage. The LM head (`output_layer`) sits on the last stage unless
   embeddings are tied and pp == 1 (with tied embeddings and pp > 1 the last stage keeps a copy).
 - Routed experts: num_experts/ep experts per rank, each FFN split over expert-TP (etp).
-- Layer i lives on pipeline rank (i // (L/(pp·vp))) % pp (interleaved chunks; vp = 1 is plain).
+- Layer i lives on pipeline rank (i // (L/(pp·vp))) % pp (interleaved chunks; vp = 1 is plain),
+  or with the embedding and loss counted in the split on ((i+1) // ((L+2)/(pp·vp))) % pp
+  (`stage_layers`, the one definition).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import ModelSpec
 
 from .batch import LayoutBatch
+from .stage_layers import layers_on_rank
 
 STAGES: tuple[str, ...] = ("first", "middle", "last")
 
@@ -43,36 +46,6 @@ def padded_vocab(vocab_size: int, tp: np.ndarray, vocab_divisible_by: int = 1) -
     """Megatron `_vocab_size_with_padding`: round V up to a multiple of divisible_by * tp."""
     multiple = np.asarray(tp, dtype=np.int64) * int(vocab_divisible_by)
     return -(-vocab_size // multiple) * multiple
-
-
-def moe_layer_mask(model: ModelSpec) -> np.ndarray:
-    """Boolean per layer index: True where the layer's FFN is an MoE layer (as `ModelSpec` counts)."""
-    idx = np.arange(model.num_layers)
-    if model.moe is None:
-        return np.zeros(model.num_layers, dtype=bool)
-    rest = idx - model.moe.first_dense_layers
-    return (rest >= 0) & (rest % model.moe.layer_freq == 0)
-
-
-def layers_on_rank(
-    model: ModelSpec, pp: np.ndarray, vp: np.ndarray, rank: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(dense-FFN layers, MoE layers) on pipeline rank `rank`, per layout."""
-    if model.moe is None:  # every rank holds L/pp layers, all dense
-        return (model.num_layers // pp).astype(np.float64), np.zeros(pp.shape, dtype=np.float64)
-    # a search batch has few distinct (pp, vp, rank) triples: count layers once per triple
-    base = int(max(np.max(pp), np.max(vp), np.max(rank), model.num_layers)) + 1
-    keys = (np.asarray(pp, dtype=np.int64) * base + vp) * base + rank
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    u_pp, u_vp, u_rank = uniq // (base * base), (uniq // base) % base, uniq % base
-    chunk_layers = np.maximum(model.num_layers // (u_pp * u_vp), 1)
-    idx = np.arange(model.num_layers)[:, None]
-    on_rank = (idx // chunk_layers[None, :]) % u_pp[None, :] == u_rank[None, :]
-    moe = moe_layer_mask(model)[:, None]
-    n_moe = (on_rank & moe).sum(axis=0).astype(np.float64)
-    n_dense = (on_rank & ~moe).sum(axis=0).astype(np.float64)
-    inverse = inverse.reshape(-1)
-    return n_dense[inverse], n_moe[inverse]
 
 
 def _mlp_params_rank(model: ModelSpec, ffn: float, shards: np.ndarray) -> np.ndarray:
@@ -128,7 +101,9 @@ def rank_params(
     tp, pp, vp = layouts.tp, layouts.pp, layouts.vp
     t = tp.astype(np.float64)
     rank = stage_rank(stage, pp)
-    n_dense, n_moe = layers_on_rank(model, pp, vp, rank)
+    n_dense, n_moe = layers_on_rank(
+        model, pp, vp, rank, layouts.account_embedding_loss_in_pipeline_split
+    )
     per_layer = attention_params_rank(model, tp) + model.norm_params_per_layer
     dense = (n_dense + n_moe) * per_layer + n_dense * _mlp_params_rank(
         model, model.ffn_hidden_size, t

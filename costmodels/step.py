@@ -91,7 +91,6 @@ def estimate_step_batch(
     """Step time and its breakdown for every layout of the batch (vectorized)."""
     prof = profile or cluster.profile
     parts: list[StageParts] = stage_parts(model, cluster, layouts, seq_length, prof)
-    first = parts[0]
     pp = layouts.pp
     m = np.maximum(layouts.num_microbatches, 1).astype(np.float64)
     v = layouts.vp.astype(np.float64)
@@ -104,8 +103,9 @@ def estimate_step_batch(
     # Narayanan 2021 eq. 1 generalised to unequal stages; interleaving divides the fill by v.
     pipeline_s = m * t_max + (t_sum - t_max) / v
     bubble_s = pipeline_s - m * t_max
-    # The critical (slowest) stage: stages share the layer work and differ only in the
-    # embedding, the LM head and their parameters (DP sync, optimizer).
+    # The critical (slowest) stage: stages differ in the embedding, the LM head, their
+    # parameters (DP sync, optimizer) and, when the embedding and loss count as pipeline layers,
+    # in one transformer layer fewer on the first and last stages (costmodels.stage_layers).
     crit_last = np.where(pp > 2, t[2] >= np.maximum(t[0], t[1]), t[2] >= t[0]) & ~single
     crit_mid = (pp > 2) & (t[1] > np.maximum(t[0], t[2]))
 
@@ -114,8 +114,8 @@ def estimate_step_batch(
         return np.where(crit_last, c, np.where(crit_mid, b, a))
 
     compute_s = m * pick("compute_s")
-    tp_s, cp_s, ep_s, pp_s = (m * getattr(first, n) for n in ("tp_s", "cp_s", "ep_s", "pp_s"))
-    overhead_s = m * first.overhead_s + prof.step_overhead_s
+    tp_s, cp_s, ep_s, pp_s = (m * pick(n) for n in ("tp_s", "cp_s", "ep_s", "pp_s"))
+    overhead_s = m * pick("overhead_s") + prof.step_overhead_s
     # Data-parallel gradient sync (and ZeRO-3 gathers) of the critical stage, already exposed.
     dp_s = pick("dp_exposed_step_s")
     opt_s = optimizer_step_s(pick("params_updated"), cluster.gpu, prof, layouts.offload_optimizer)
@@ -126,7 +126,10 @@ def estimate_step_batch(
     tok_per_gpu = tokens_step / step_s / gpus
     peak = cluster.gpu.peak_flops("bf16")
     mfu = flops.model_flops_per_token(model, seq_length) * tok_per_gpu / peak
-    frac = flops.recompute_layers_fraction(model.num_layers, pp, layouts.recompute_layers)
+    frac = flops.recompute_layers_fraction(
+        model.num_layers, pp, layouts.recompute_layers,
+        layouts.account_embedding_loss_in_pipeline_split,
+    )  # fmt: skip
     hw = flops.hardware_flops_per_token(model, seq_length, layouts.recompute, frac)
     hfu = hw * tok_per_gpu / peak
     if with_memory:

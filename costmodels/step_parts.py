@@ -32,6 +32,8 @@ from scaleplan.specs.model import ModelSpec
 from . import comm, flops
 from .batch import LayoutBatch
 from .compute import ACT_BYTES, layer_times
+from .memory_params import stage_rank
+from .stage_layers import full_stage_layers, layer_slots, stage_layers
 from .topology import links_for
 
 STAGE_NAMES = ("first", "middle", "last")
@@ -144,15 +146,19 @@ def stage_parts(
     # --- recompute ---------------------------------------------------------------------------
     full = layouts.recompute == 2
     selective = layouts.recompute == 1
+    split = layouts.account_embedding_loss_in_pipeline_split
     frac = np.asarray(
-        flops.recompute_layers_fraction(model.num_layers, pp, layouts.recompute_layers)
+        flops.recompute_layers_fraction(model.num_layers, pp, layouts.recompute_layers, split)
     )
     frac = np.where(full, frac, 0.0) * np.ones_like(mb)
-    # --- the transformer layers of one stage (spread evenly: Megatron needs L % pp == 0) ------
+    # --- the transformer layers of a full stage (Megatron needs L % pp == 0, or (L+2) % pp == 0
+    # when the embedding and loss count as layers: then the first and last stages hold one
+    # fewer; costmodels.stage_layers). Dense and MoE layers are spread evenly. ---------------
     ppf = pp.astype(np.float64)
-    n_dense = model.num_dense_layers / ppf
-    n_moe = model.num_moe_layers / ppf
-    layers = model.num_layers / ppf
+    slots_per_layer = layer_slots(model.num_layers, split) / model.num_layers
+    n_dense = model.num_dense_layers / ppf * slots_per_layer
+    n_moe = model.num_moe_layers / ppf * slots_per_layer
+    layers = full_stage_layers(model.num_layers, pp, split)
     fwd = n_dense * lt.dense_fwd_s
     bwd = n_dense * lt.dense_bwd_s
     if model.moe is not None:
@@ -171,7 +177,6 @@ def stage_parts(
     # (Narayanan et al. 2021, section 2.2.2); Megatron-core overlaps the sends between a stage's
     # own chunks with the next chunk's compute (overlap_p2p_comm), so only their excess shows.
     inner_p2p = 2.0 * (layouts.vp.astype(np.float64) - 1.0) * p2p_one
-    pp_s = 2.0 * p2p_one + comm.exposed_after_overlap(inner_p2p, body, 1.0)
     # Host-bound layers (efficiency.layer_host_s): a pass waits for its kernel launches.
     fwd_layer = (fwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / layers + cp_fwd_exposed
     bwd_layer = (bwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / layers + cp_bwd_exposed
@@ -185,13 +190,9 @@ def stage_parts(
     host_wait = (np.maximum(host - fwd_layer, 0.0) + moe_sync) * (1.0 + frac) + np.maximum(
         2.0 * (host + moe_sync) - bwd_layer, 0.0
     )
-    overhead = layers * host_wait + prof.microbatch_overhead_s
-    # Forward share of a micro-batch on a stage (for event-level pipeline timelines).
-    forward = (
-        layers * (np.maximum(fwd_layer, host) + moe_sync)
-        + pp_s / 2.0
-        + prof.microbatch_overhead_s / 2.0
-    )
+    layer_overhead = layers * host_wait
+    # Forward share of a micro-batch's layer work (for event-level pipeline timelines).
+    layer_forward = layers * (np.maximum(fwd_layer, host) + moe_sync)
     # --- parameters and DP sync (differ per stage: embedding and LM head) ---------------------
     zero = layouts.zero_stage
     sharded = (layouts.distributed_optimizer > 0) | (zero >= 1)
@@ -213,12 +214,15 @@ def stage_parts(
     for (p_dense, p_exp, p_emb), name in zip(
         _stage_params(model, layouts), STAGE_NAMES, strict=True
     ):
+        # this stage's share of a full stage's layer work (1 unless it is a layer short)
+        share = stage_layers(model.num_layers, pp, layouts.vp, split, stage_rank(name, pp)) / layers
+        stage_pp_s = 2.0 * p2p_one + comm.exposed_after_overlap(inner_p2p, share * body, 1.0)
         head = np.where(ends_last[name], lt.head_fwd_s + lt.head_bwd_s, 0.0)
         embed = np.where(ends_first[name], lt.embed_fwd_s + lt.embed_bwd_s, 0.0)
         head_embed_fwd = np.where(ends_last[name], lt.head_fwd_s, 0.0) + np.where(
             ends_first[name], lt.embed_fwd_s, 0.0
         )
-        compute = body + head + embed
+        compute = share * body + head + embed
         params = p_dense + p_emb + p_exp
         grad_sync = ar_factor * comm.reduce_scatter_s(
             (p_dense + p_emb) * grad_bytes, dpcp, dp_bw, lat
@@ -235,12 +239,12 @@ def stage_parts(
         )
         grad_exposed = np.where(
             overlap_grad,
-            comm.exposed_after_overlap(grad_sync, bwd + recompute, prof.dp_overlap),
+            comm.exposed_after_overlap(grad_sync, share * (bwd + recompute), prof.dp_overlap),
             grad_sync,
         )
         gather_exposed = np.where(
             overlap_param,
-            comm.exposed_after_overlap(param_gather, fwd, prof.dp_overlap),
+            comm.exposed_after_overlap(param_gather, share * fwd, prof.dp_overlap),
             param_gather,
         )
         # ZeRO-3 / FSDP: every micro-batch gathers the weights twice (forward, backward) and
@@ -257,14 +261,17 @@ def stage_parts(
         out.append(
             StageParts(
                 compute_s=compute,
-                tp_s=tp_s,
-                cp_s=cp_s,
-                ep_s=ep_s * np.ones_like(mb),
-                pp_s=pp_s,
-                overhead_s=overhead,
+                tp_s=share * tp_s,
+                cp_s=share * cp_s,
+                ep_s=share * ep_s * np.ones_like(mb),
+                pp_s=stage_pp_s,
+                overhead_s=share * layer_overhead + prof.microbatch_overhead_s,
                 dp_exposed_step_s=dp_exposed,
                 params_updated=updated,
-                forward_s=forward + head_embed_fwd,
+                forward_s=share * layer_forward
+                + stage_pp_s / 2.0
+                + prof.microbatch_overhead_s / 2.0
+                + head_embed_fwd,
             )
         )
     return out

@@ -30,7 +30,12 @@ def flops_per_token_for(convention: str, model: ModelSpec, layout: LayoutSpec, s
     if convention == "narayanan":
         return float(flops.hardware_flops_per_token(model, seq, "full"))
     if convention == "hardware":
-        frac = flops.recompute_layers_fraction(model.num_layers, layout.pp, layout.recompute_layers)
+        frac = flops.recompute_layers_fraction(
+            model.num_layers,
+            layout.pp,
+            layout.recompute_layers,
+            layout.account_embedding_loss_in_pipeline_split,
+        )
         return float(flops.hardware_flops_per_token(model, seq, layout.recompute, frac))
     return float(flops.model_flops_per_token(model, seq))
 

@@ -43,6 +43,15 @@ class LayoutSpec(Spec):
     overlap_grad_reduce: bool = True
     overlap_param_gather: bool = True
     rank_order: str = Field(default="tp-cp-ep-dp-pp", description="innermost first")
+    account_embedding_loss_in_pipeline_split: bool = Field(
+        default=False,
+        description=(
+            "count the embedding and the loss (LM head) as one layer each when splitting layers "
+            "over pipeline stages: (num_layers + 2) must divide by pp*vp, and the first and the "
+            "last model chunk hold one transformer layer fewer (Megatron-core "
+            "account_for_embedding_in_pipeline_split + account_for_loss_in_pipeline_split)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _self_consistency(self) -> LayoutSpec:
@@ -94,6 +103,10 @@ def layout_violations(
     tp, pp, vp, cp, dp = lay["tp"], lay["pp"], lay["vp"], lay["cp"], lay["dp"]
     ep, etp, mb, gb = lay["ep"], lay["etp"], lay["micro_batch"], lay["global_batch"]
     sp, zero, dist_opt = lay["sequence_parallel"], lay["zero_stage"], lay["distributed_optimizer"]
+    # Megatron-core TransformerConfig.account_for_embedding_in_pipeline_split and
+    # account_for_loss_in_pipeline_split (core v0.16): the embedding and the loss take one
+    # layer slot each, so num_layers + 2 slots split over pp*vp model chunks.
+    split = lay.get("account_embedding_loss_in_pipeline_split", 0)
     moe = num_experts > 1
     rules: list[tuple[str, Any, str]] = [
         ("tp", num_heads % tp != 0, f"num_heads={num_heads} is not divisible by tp"),
@@ -106,8 +119,15 @@ def layout_violations(
         ("pp", pp > num_layers, f"pp exceeds num_layers={num_layers}"),
         (
             "vp",
-            num_layers % (pp * vp) != 0,
-            f"num_layers={num_layers} is not divisible by pp*vp",
+            (split == 0) & (num_layers % (pp * vp) != 0),
+            f"num_layers={num_layers} is not divisible by pp*vp (with "
+            "account_embedding_loss_in_pipeline_split, num_layers+2 must be instead)",
+        ),
+        (
+            "vp",
+            (split != 0) & ((num_layers + 2) % (pp * vp) != 0),
+            f"num_layers+2={num_layers + 2} (embedding and loss counted as layers: "
+            "account_embedding_loss_in_pipeline_split) is not divisible by pp*vp",
         ),
         ("vp", (vp > 1) & (pp == 1), "virtual stages (vp>1) need pp>1"),
         (
@@ -180,6 +200,9 @@ def layout_as_dict(layout: LayoutSpec) -> dict[str, int]:
         "sequence_parallel": int(layout.sequence_parallel),
         "zero_stage": layout.zero_stage,
         "distributed_optimizer": int(layout.distributed_optimizer),
+        "account_embedding_loss_in_pipeline_split": int(
+            layout.account_embedding_loss_in_pipeline_split
+        ),
     }
 
 
@@ -211,10 +234,12 @@ def validate_layout(
             "recompute_layers applies only to recompute='full'",
             field=f"{field_prefix}.recompute_layers",
         )
-    stage_layers = model.num_layers // (layout.pp * layout.vp)
-    if layout.recompute_layers is not None and layout.recompute_layers > stage_layers * layout.vp:
+    # a stage that holds neither the embedding nor the loss
+    slots = model.num_layers + (2 if layout.account_embedding_loss_in_pipeline_split else 0)
+    stage_layers = slots // layout.pp
+    if layout.recompute_layers is not None and layout.recompute_layers > stage_layers:
         raise SpecError(
-            f"recompute_layers={layout.recompute_layers} exceeds the {stage_layers * layout.vp} "
+            f"recompute_layers={layout.recompute_layers} exceeds the {stage_layers} "
             "layers of a pipeline stage",
             field=f"{field_prefix}.recompute_layers",
         )

@@ -48,7 +48,12 @@ def _flops_section(inp: SimulationInput, result: dict[str, Any]) -> dict[str, An
     from scaleplan.costmodels import flops
 
     lay = inp.layout
-    fraction = flops.recompute_layers_fraction(inp.model.num_layers, lay.pp, lay.recompute_layers)
+    fraction = flops.recompute_layers_fraction(
+        inp.model.num_layers,
+        lay.pp,
+        lay.recompute_layers,
+        lay.account_embedding_loss_in_pipeline_split,
+    )
     report = flops.flops_report(inp.model, inp.seq_length, lay.recompute, float(fraction))
     tokens_per_step = lay.global_batch * inp.seq_length
     return {
