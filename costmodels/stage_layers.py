@@ -43,6 +43,8 @@ def stage_layers(num_layers: int, pp: Any, vp: Any, split: Any, rank: Any) -> np
     pp, rank = np.asarray(pp), np.asarray(rank)
     on = np.asarray(split) != 0
     out = full_stage_layers(num_layers, pp, split)
+    if not on.any():  # the plain split: every rank holds L/pp
+        return out * np.ones(np.broadcast_shapes(np.shape(out), rank.shape, np.shape(vp)))
     return out - np.where(on & (rank == 0), 1.0, 0.0) - np.where(on & (rank == pp - 1), 1.0, 0.0)
 
 
@@ -69,12 +71,14 @@ def light_chunks_in_flight(
     """
     pp, vp, rank = np.asarray(pp), np.asarray(vp), np.asarray(rank)
     n = np.asarray(chunks_in_flight)
+    on = np.asarray(split) != 0
+    if not on.any():
+        return np.zeros(np.broadcast_shapes(pp.shape, vp.shape, rank.shape, n.shape, on.shape))
     cycle = pp * vp
 
     def runs(chunk: Any) -> np.ndarray:
         return (n // cycle) * pp + np.clip(n % cycle - chunk * pp, 0, pp)
 
-    on = np.asarray(split) != 0
     first = np.where(on & (rank == 0), runs(0), 0)
     last = np.where(on & (rank == pp - 1), runs(vp - 1), 0)
     return (first + last).astype(np.float64)

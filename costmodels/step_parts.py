@@ -215,7 +215,11 @@ def stage_parts(
         _stage_params(model, layouts), STAGE_NAMES, strict=True
     ):
         # this stage's share of a full stage's layer work (1 unless it is a layer short)
-        share = stage_layers(model.num_layers, pp, layouts.vp, split, stage_rank(name, pp)) / layers
+        share = (
+            stage_layers(model.num_layers, pp, layouts.vp, split, stage_rank(name, pp)) / layers
+            if split.any()
+            else 1.0
+        )
         stage_pp_s = 2.0 * p2p_one + comm.exposed_after_overlap(inner_p2p, share * body, 1.0)
         head = np.where(ends_last[name], lt.head_fwd_s + lt.head_bwd_s, 0.0)
         embed = np.where(ends_first[name], lt.embed_fwd_s + lt.embed_bwd_s, 0.0)
