@@ -95,10 +95,25 @@ def round_global_batch(target_sequences: Any, dp: Any, micro_batch: Any, pp: Any
     return int(out) if np.ndim(out) == 0 else out
 
 
+def embedding_loss_split(num_layers: int, pp: Any, vp: Any) -> Any:
+    """Where to count the embedding and the loss as pipeline layers (Megatron-core
+    account_for_embedding/loss_in_pipeline_split): exactly where num_layers does not divide by
+    pp*vp and num_layers + 2 does. Where both divide, pp*vp divides 2 and the two splits put the
+    same layers on every stage, so nothing is lost by leaving the option off there."""
+    chunks = np.asarray(pp) * np.asarray(vp)
+    return (num_layers % chunks != 0) & ((num_layers + 2) % chunks == 0)
+
+
 def candidate_grid(
-    space: SearchSpace, gpu_counts: Sequence[int], target_sequences: float
+    space: SearchSpace,
+    gpu_counts: Sequence[int],
+    target_sequences: float,
+    num_layers: int | None = None,
 ) -> tuple[LayoutBatch, np.ndarray]:
-    """Every combination of the space's values, as a LayoutBatch, and the GPU count of each."""
+    """Every combination of the space's values, as a LayoutBatch, and the GPU count of each.
+
+    With `num_layers`, layouts whose pp*vp divides num_layers + 2 but not num_layers count the
+    embedding and loss as pipeline layers (`embedding_loss_split`)."""
     opt = np.array([OPTIMIZER_MODES[o] for o in space.optimizer], dtype=np.int64)
     rec = np.array([RECOMPUTE_CODES[r] for r in space.recompute], dtype=np.int64)
     axes = [
@@ -120,6 +135,7 @@ def candidate_grid(
     tp, pp, vp, cp, ep, sp, oi, mb, rc, gpus = grids
     dp = np.maximum(gpus // (tp * pp * cp), 1)
     gb = round_global_batch(target_sequences, dp, mb, pp, vp)
+    split = 0 if num_layers is None else embedding_loss_split(num_layers, pp, vp)
     batch = LayoutBatch.from_arrays(
         tp=tp,
         pp=pp,
@@ -133,6 +149,7 @@ def candidate_grid(
         micro_batch=mb,
         global_batch=gb,
         recompute=rc,
+        account_embedding_loss_in_pipeline_split=split,
     )
     return batch, gpus
 
@@ -243,7 +260,7 @@ def search_layouts(
     start = time.perf_counter()
     counts = tuple(gpu_counts or (cluster.num_gpus,))
     space = space or SearchSpace.default(model, cluster, seq_length)
-    cand, gpus = candidate_grid(space, counts, target_sequences)
+    cand, gpus = candidate_grid(space, counts, target_sequences, model.num_layers)
     n = len(cand)
     # 1. the layout rules (the one definition), then the planner's policies
     rules = layout_violations(
@@ -364,6 +381,7 @@ __all__ = [
     "SearchResult",
     "SearchSpace",
     "candidate_grid",
+    "embedding_loss_split",
     "round_global_batch",
     "search_layouts",
 ]

@@ -46,6 +46,8 @@ def describe(cand: LayoutBatch, i: int, num_gpus: int | None = None) -> str:
     ]
     if cand.ep[i] > 1:
         parts.append(f"ep{cand.ep[i]}")
+    if cand.account_embedding_loss_in_pipeline_split[i]:
+        parts.append("emb+loss-in-pp")  # embedding and loss counted as pipeline layers
     if cand.sequence_parallel[i]:
         parts.append("sp")
     parts += [

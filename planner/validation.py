@@ -259,14 +259,28 @@ def _layout(
     if not (row.get("precision") or "").strip() and stack == "megatron-legacy":
         precision = "fp16"  # what Megatron-DeepSpeed's GPT recipes ran (--fp16)
         assumptions.append("precision=fp16 (not stated; the legacy stack's default)")
+    layers = _int(row, "layers") or 1
+    chunks = pp * vp
+    # Layers that do not split evenly over the pp*vp model chunks, while layers + 2 do: the run
+    # counted the embedding and the loss as one layer each (Megatron-core
+    # account_for_embedding_in_pipeline_split + account_for_loss_in_pipeline_split, as NeMo /
+    # Megatron-Bridge recipes set them; Megatron-DeepSpeed's 'type:transformer|embedding'
+    # partition gives the same split). A row whose layers + 2 do not divide stays refused.
+    split = layers % chunks != 0 and (layers + 2) % chunks == 0
+    if split:
+        assumptions.append(
+            f"embedding and loss counted as pipeline layers (layers={layers} does not divide "
+            f"by pp*vp={chunks}, layers+2 does; account_for_embedding/loss_in_pipeline_split)"
+        )
     recompute_layers = None
     if recompute == "full" and layers_fraction < 1.0:
-        per_stage = max(1, (_int(row, "layers") or 1) // pp)
+        per_stage = max(1, (layers + (2 if split else 0)) // pp)
         recompute_layers = max(1, int(round(per_stage * layers_fraction)))
     return LayoutSpec(
         tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, ep=ep, sequence_parallel=sp and tp > 1,
         zero_stage=zero, distributed_optimizer=dist_opt, micro_batch=mb, global_batch=gb,
         recompute=recompute, recompute_layers=recompute_layers, precision=precision,
+        account_embedding_loss_in_pipeline_split=split,
     )  # fmt: skip
 
 

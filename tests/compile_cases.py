@@ -86,6 +86,23 @@ def big_variants() -> dict[str, Plan]:
             global_batch=512,
             recompute="selective",
         ),
+        # Llama 3.1 405B as Megatron-Bridge runs it on 1,024 H100: 126 layers on PP8 x VP8 with
+        # the embedding and loss counted as pipeline layers ((126 + 2) / 64 = 2 per chunk)
+        "llama3_405b_tp8pp8vp8_split": big_plan(
+            "llama3-405b",
+            1024,
+            8192,
+            tp=8,
+            pp=8,
+            vp=8,
+            cp=2,
+            dp=8,
+            sequence_parallel=True,
+            distributed_optimizer=True,
+            micro_batch=1,
+            global_batch=512,
+            account_embedding_loss_in_pipeline_split=True,
+        ),
         # Llama 3 8B, fp8, CP2, full recompute of 2 layers per stage, cosine
         "llama3_8b_fp8_cp2": big_plan(
             "llama3-8b",

@@ -9,10 +9,12 @@ from scaleplan.specs.model import ModelSpec, MoESpec
 from scaleplan.specs.plan import ObjectiveSpec, PhaseSpec, Plan, ScheduleSpec
 
 
-def tiny_model(moe: bool = False, vocab_size: int = 512, seq_length: int = 64) -> ModelSpec:
+def tiny_model(
+    moe: bool = False, vocab_size: int = 512, seq_length: int = 64, num_layers: int = 4
+) -> ModelSpec:
     return ModelSpec(
         name="tiny-moe" if moe else "tiny",
-        num_layers=4,
+        num_layers=num_layers,
         hidden_size=64,
         num_heads=4,
         num_kv_heads=2,
@@ -39,13 +41,14 @@ def tiny_plan(
     name: str = "tiny",
     phase_layouts: dict[str, dict[str, int | bool]] | None = None,
     phase_overrides: dict[str, dict[str, object]] | None = None,
+    num_layers: int = 4,
 ) -> Plan:
-    """A plan for a 4-layer, hidden-64 model that trains on CPU in seconds per phase.
+    """A plan for a `num_layers`-layer (4), hidden-64 model that trains on CPU in seconds per phase.
 
     `phase_layouts` overrides layout fields of single phases (e.g. {"anneal": {"tp": 1, "pp": 2}}),
     `phase_overrides` other phase fields (e.g. {"grpo": {"steps": 30}})."""
     num_gpus = tp * pp * dp
-    model = tiny_model(moe=moe, seq_length=seq_length)
+    model = tiny_model(moe=moe, seq_length=seq_length, num_layers=num_layers)
     most = max([num_gpus] + [int(f.get("tp", tp)) * int(f.get("pp", pp)) * int(f.get("dp", dp))
                              for f in (phase_layouts or {}).values()])
     cluster = make_cluster("H100-SXM5-80GB", most)

@@ -149,6 +149,35 @@ def test_megatron_lm_flags_for_big_interleaved_layout() -> None:
     assert moe["--fp8-format"] == ["hybrid"] and moe["--expert-model-parallel-size"] == ["32"]
 
 
+def test_embedding_and_loss_in_pipeline_split_compile_to_megatron_flags() -> None:
+    """The layout option becomes TransformerConfig's two account_for_* fields and Megatron-LM's
+    two flags; the virtual-stage size counts the embedding and loss slots; DeepSpeed refuses."""
+    from scaleplan.executor.compile.megatron_core import transformer_config
+
+    (ctx,) = phase_contexts(big_variants()["llama3_405b_tp8pp8vp8_split"])
+    _, tc = transformer_config(ctx)
+    assert tc["account_for_embedding_in_pipeline_split"] is True
+    assert tc["account_for_loss_in_pipeline_split"] is True
+    assert tc["num_layers"] == 126 and tc["virtual_pipeline_model_parallel_size"] == 8
+    a = _args_map(megatron_lm_args(ctx).args)
+    assert a["--account-for-embedding-in-pipeline-split"] == []
+    assert a["--account-for-loss-in-pipeline-split"] == []
+    # Megatron-LM: vp = (126 + 2) / pp / this = 8
+    assert a["--num-layers-per-virtual-pipeline-stage"] == ["2"] and a["--num-layers"] == ["126"]
+    off = phase_contexts(big_variants()["llama3_70b_tp8pp4vp5"])[0]
+    assert not any(k.startswith("account_for") for k in transformer_config(off)[1])
+    assert "--account-for-loss-in-pipeline-split" not in megatron_lm_args(off).args
+    split_pp2 = tiny_plan(
+        pp=2,
+        num_layers=6,
+        phases=("pretrain",),
+        phase_layouts={"pretrain": {"account_embedding_loss_in_pipeline_split": True}},
+    )
+    with pytest.raises(NotImplementedFeature, match="embedding/loss") as info:
+        deepspeed_config(phase_contexts(split_pp2)[0])
+    assert info.value.field.endswith("layout.account_embedding_loss_in_pipeline_split")
+
+
 def test_megatron_lm_lineage_anneal_continues_and_later_phases_finetune() -> None:
     plan = tiny_plan(phases=LM_PHASES, steps=20)
     ctxs = phase_contexts(plan)
@@ -179,7 +208,7 @@ def test_deepspeed_batch_arithmetic_and_known_keys(name: str) -> None:
             cfg = deepspeed_config(ctx)
         except NotImplementedFeature as err:
             assert name in ("tp2pp2", "moe_ep2") or name.startswith(
-                ("llama3_70b", "llama3_8b_fp8", "mixtral", "deepseek")
+                ("llama3_70b", "llama3_405b", "llama3_8b_fp8", "mixtral", "deepseek")
             )
             assert err.reason.startswith("DeepSpeed: ")
             continue

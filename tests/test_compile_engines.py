@@ -224,6 +224,21 @@ FOUR_RANK_CASES = {
     "moe_pp2_dp2_ep2": tiny_plan(pp=2, dp=2, ep=2, moe=True, phases=("pretrain",)),
     # context parallel: groups only (the local attention refuses cp>1; TE's runs it on GPUs)
     "cp2_tp2": tiny_plan(tp=2, phases=("pretrain",), phase_layouts={"pretrain": {"cp": 2}}),
+    # embedding and loss counted as pipeline layers (account_for_embedding/loss_in_pipeline_
+    # split): 6 layers on pp=4 hold 1, 2, 2, 1 layers; on pp=2 x vp=2 chunks of 1, 2 | 2, 1
+    "split_pp4_6_layers": tiny_plan(
+        pp=4,
+        num_layers=6,
+        phases=("pretrain",),
+        phase_layouts={"pretrain": {"account_embedding_loss_in_pipeline_split": True}},
+    ),
+    "split_pp2dp2_vp2_6_layers": tiny_plan(
+        pp=2,
+        dp=2,
+        num_layers=6,
+        phases=("pretrain",),
+        phase_layouts={"pretrain": {"vp": 2, "account_embedding_loss_in_pipeline_split": True}},
+    ),
 }
 
 

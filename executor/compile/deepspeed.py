@@ -82,6 +82,12 @@ def _refuse(ctx: PhaseContext) -> None:
         ),
         (lay.vp > 1, "vp", "DeepSpeed's PipelineEngine has no interleaved (virtual) stages"),
         (
+            lay.account_embedding_loss_in_pipeline_split and lay.pp > 1,
+            "account_embedding_loss_in_pipeline_split",
+            "the embedding/loss-aware layer split is Megatron-core's; the PipelineModule here "
+            "partitions stages by parameter count",
+        ),
+        (
             lay.sequence_parallel,
             "sequence_parallel",
             "Megatron sequence parallelism has no DeepSpeed config equivalent",

@@ -93,6 +93,11 @@ def transformer_config(ctx: PhaseContext) -> tuple[str, dict[str, Any]]:
         "params_dtype": dtype,
         "pipeline_dtype": dtype if lay.pp > 1 else None,
     }
+    if lay.account_embedding_loss_in_pipeline_split:
+        # Megatron-core TransformerConfig (core v0.16): the embedding and the loss take one layer
+        # slot each in the pipeline split, (num_layers + 2) / (pp*vp) slots per model chunk
+        kw["account_for_embedding_in_pipeline_split"] = True
+        kw["account_for_loss_in_pipeline_split"] = True
     if lay.precision == "fp8":
         # Micikevicius et al. 2022 (FP8 formats): E4M3 forward, E5M2 gradients = "hybrid"
         kw.update(

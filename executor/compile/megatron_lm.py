@@ -177,9 +177,14 @@ def _layout_args(ctx: PhaseContext) -> list[str]:
         "--pipeline-model-parallel-size",
         str(lay.pp),
     ]
+    split = lay.account_embedding_loss_in_pipeline_split
+    if split:
+        # embedding and loss count as one layer each in the pipeline split (core_v0.16.1)
+        out += ["--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split"]
     if lay.vp > 1:
-        per_chunk = ctx.plan.model.num_layers // (lay.pp * lay.vp)
-        out += ["--num-layers-per-virtual-pipeline-stage", str(per_chunk)]
+        # Megatron-LM derives vp = (num_layers [+2 with the flags above]) / pp / this
+        slots = ctx.plan.model.num_layers + (2 if split else 0)
+        out += ["--num-layers-per-virtual-pipeline-stage", str(slots // (lay.pp * lay.vp))]
     out += ["--context-parallel-size", str(lay.cp)]
     if ctx.plan.model.is_moe:
         out += [
