@@ -6,6 +6,7 @@ memory, step time, validation rows and the layout search."""
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -240,3 +241,21 @@ def test_cpu_training_path_builds_the_split_the_plan_asks_for() -> None:
     assert config.account_for_loss_in_pipeline_split
     built = [get_num_layers_to_build(config, pp_rank=r) for r in range(4)]
     assert built == [int(stage_layers(6, 4, 1, 1, r)) for r in range(4)] == [1, 2, 2, 1]
+
+
+def test_simulate_flag_turns_the_split_on(capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import run_cli
+
+    args = [
+        "simulate", "--json", "--model", "llama3-405b", "--gpu", "h100-sxm", "--tp", "8",
+        "--pp", "8", "--vp", "8", "--cp", "2", "--dp", "8", "--micro-batch", "1",
+        "--global-batch", "512", "--distributed-optimizer",
+    ]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "num_layers=126 is not divisible by pp*vp" in err
+    code, out, err = run_cli([*args, "--embedding-loss-in-pp"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["layout"][SPLIT] is True
+    by_stage = result["memory_bytes_by_stage"]
+    assert by_stage["first"]["weights"] < by_stage["middle"]["weights"]

@@ -23,7 +23,7 @@ GIB = 1024**3
 LAYOUT_FLAGS = (
     "tp", "pp", "vp", "cp", "dp", "ep", "etp", "sequence_parallel", "zero_stage",
     "distributed_optimizer", "micro_batch", "global_batch", "recompute", "recompute_layers",
-    "offload_optimizer", "offload_params", "precision",
+    "offload_optimizer", "offload_params", "precision", "account_embedding_loss_in_pipeline_split",
 )  # fmt: skip
 
 Section = Callable[[SimulationInput, dict[str, Any]], dict[str, Any]]
@@ -116,6 +116,8 @@ def _render_header(result: dict[str, Any], console: Any) -> None:
         for k in ("tp", "pp", "vp", "cp", "dp", "ep")
         if lay[k] != 1 or k in ("tp", "pp", "dp")
     ]
+    if lay.get("account_embedding_loss_in_pipeline_split"):
+        parts.append("(embedding+loss in pp split)")
     console.print(
         f"[bold]{result['name']}[/bold]: {result['model']} "
         f"({result['params_total'] / 1e9:.2f}B params, {result['params_active'] / 1e9:.2f}B active) "
@@ -234,6 +236,14 @@ _POS = click.IntRange(min=1)
 )
 @click.option("--offload-params", is_flag=True, default=None, help="weights in host memory")
 @click.option("--precision", type=click.Choice(["bf16", "fp16", "fp8"]), help="compute precision")
+@click.option(
+    "--embedding-loss-in-pp",
+    "account_embedding_loss_in_pipeline_split",
+    is_flag=True,
+    default=None,
+    help="count the embedding and loss as pipeline layers ((layers+2) % (pp*vp) == 0; "
+    "Megatron --account-for-embedding/loss-in-pipeline-split)",
+)
 @click.option(
     "--tokens", type=click.FloatRange(min=0, min_open=True), help="token budget: time and $"
 )
