@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -318,10 +318,44 @@ def row_to_case(index: int, row: Mapping[str, str]) -> RunCase | SkippedRow:
     )  # fmt: skip
 
 
-def load_cases(path: str | Path) -> tuple[list[RunCase], list[SkippedRow]]:
+ASSUMABLE = (
+    "micro_batch", "global_batch", "tp", "pp", "vp", "cp", "dp", "ep", "vocab", "seq_len",
+    "kv_heads", "ffn_hidden", "gpus_per_node", "recompute", "sequence_parallel", "precision",
+    "zero_stage_or_fsdp",
+)  # fmt: skip
+
+
+def parse_assumptions(items: Sequence[str]) -> dict[str, str]:
+    """`COLUMN=VALUE` items (validate --assume) as a dict; unknown columns are an error."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not value:
+            raise SpecError(f"expected COLUMN=VALUE, got {item!r}", field="--assume")
+        if key not in ASSUMABLE:
+            raise SpecError(
+                f"{key!r} cannot be assumed; one of {', '.join(ASSUMABLE)}", field="--assume"
+            )
+        out[key] = value
+    return out
+
+
+def load_cases(
+    path: str | Path, assume: Mapping[str, str] | None = None, source: str | None = None
+) -> tuple[list[RunCase], list[SkippedRow]]:
+    """Every row of a published-runs CSV as a case or a skip reason. `assume` fills columns a
+    row leaves empty (each use is recorded in that row's assumptions); `source` keeps the rows
+    whose source contains it (case-insensitive)."""
     cases: list[RunCase] = []
     skipped: list[SkippedRow] = []
     for i, row in enumerate(read_rows(path)):
-        got = row_to_case(i, row)
+        if source and source.lower() not in (row.get("source") or "").lower():
+            continue
+        filled = [k for k, v in (assume or {}).items() if not (row.get(k) or "").strip()]
+        got = row_to_case(i, {**row, **{k: assume[k] for k in filled}} if filled else row)
+        if filled and isinstance(got, RunCase):
+            notes = tuple(f"{k}={assume[k]} (--assume; not stated)" for k in filled)  # type: ignore[index]
+            got = replace(got, assumptions=got.assumptions + notes)
         (cases if isinstance(got, RunCase) else skipped).append(got)  # type: ignore[arg-type]
     return cases, skipped

@@ -189,3 +189,36 @@ def test_validate_with_a_user_profile(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text("gemm_max: 7\n")
     code, _, err = _run(capsys, "validate", "--runs", str(path), "--profile", str(bad))
     assert code == 2 and "gemm_max" in err
+
+
+def test_assume_fills_only_empty_cells_and_source_filters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "runs.csv"
+    other = {**GOOD_ROW, "source": "Other lab 2025", "micro_batch": "", "tp": "4", "dp": "16"}
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(GOOD_ROW))
+        writer.writeheader()
+        writer.writerow({**GOOD_ROW, "micro_batch": ""})
+        writer.writerow(GOOD_ROW)  # micro_batch 4 stays 4
+        writer.writerow(other)
+    code, out, _ = _run(capsys, "validate", "--runs", str(path), "--json")
+    assert code == 0 and json.loads(out)["summary"]["n_skipped"] == 2
+    code, out, _ = _run(
+        capsys, "validate", "--runs", str(path), "--assume", "micro_batch=2", "--json"
+    )
+    rows = {r["index"]: r for r in json.loads(out)["rows"]}
+    assert set(rows) == {0, 1, 2}
+    assert rows[0]["layout"]["micro_batch"] == 2 and rows[1]["layout"]["micro_batch"] == 4
+    assert "micro_batch=2 (--assume; not stated)" in rows[0]["assumptions"]
+    assert not any("--assume" in a for a in rows[1]["assumptions"])
+    assert rows[0]["predicted"] != rows[1]["predicted"]  # the filled value is used
+    code, out, _ = _run(
+        capsys, "validate", "--runs", str(path), "--assume", "micro_batch=2",
+        "--source", "other LAB", "--json",
+    )  # fmt: skip
+    payload = json.loads(out)
+    assert [r["index"] for r in payload["rows"]] == [2] and payload["summary"]["n_skipped"] == 0
+    for bad, why in (("micro_batch", "COLUMN=VALUE"), ("layers=3", "cannot be assumed")):
+        code, _, err = _run(capsys, "validate", "--runs", str(path), "--assume", bad)
+        assert code == 2 and why in err and "Traceback" not in err

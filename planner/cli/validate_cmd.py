@@ -29,12 +29,17 @@ def load_profile(path: str) -> Any:
     return validate(EfficiencyProfile, data, source=path)
 
 
-def validation_payload(path: str, profile_path: str | None = None) -> dict[str, Any]:
+def validation_payload(
+    path: str,
+    profile_path: str | None = None,
+    assume: dict[str, str] | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
     """Rows, skipped rows and the summary, as one JSON-able object."""
     from scaleplan.planner.validation import load_cases
     from scaleplan.planner.validation_score import predict_cases, summarize
 
-    cases, skipped = load_cases(path)
+    cases, skipped = load_cases(path, assume=assume, source=source)
     override = None
     if profile_path is not None:
         prof = load_profile(profile_path)
@@ -146,8 +151,25 @@ def render(payload: dict[str, Any], console: Any) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="use this efficiency profile (YAML/JSON) for every row instead of the shipped ones",
 )
+@click.option(
+    "--assume",
+    "assume_items",
+    multiple=True,
+    metavar="COLUMN=VALUE",
+    help="fill COLUMN where a row leaves it empty (e.g. micro_batch=1); repeatable; each use is "
+    "listed in the row's assumptions",
+)
+@click.option(
+    "--source", "source_filter", default=None, help="only rows whose source contains this text"
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object to stdout")
-def validate(runs_path: str | None, profile_path: str | None, as_json: bool) -> None:
+def validate(
+    runs_path: str | None,
+    profile_path: str | None,
+    assume_items: tuple[str, ...],
+    source_filter: str | None,
+    as_json: bool,
+) -> None:
     """Predict every run of a published-runs CSV and compare with what was measured.
 
     Each row is compared on its measured step time, else tokens/s per GPU, else TFLOP/s per GPU
@@ -160,11 +182,13 @@ def validate(runs_path: str | None, profile_path: str | None, as_json: bool) -> 
     skipped (index, reason), summary (mape_pct, median_pct, max_pct, n_predicted, n_skipped,
     by_source).
     """
+    from scaleplan.planner.validation import parse_assumptions
     from scaleplan.specs.errors import SpecError
 
     path = runs_path or _builtin_runs()
+    assume = parse_assumptions(assume_items)
     try:
-        payload = validation_payload(path, profile_path)
+        payload = validation_payload(path, profile_path, assume, source_filter)
     except SpecError as err:
         raise err.with_source(path) from None
     if as_json:
