@@ -5,7 +5,8 @@
 
 The shipped profiles are fitted on the dev file itself, so their error is in-sample. The
 leave-one-source-out run refits every profile without one source (from the documented priors,
-not from the shipped values) and predicts that source, so overfitting shows.
+not from the shipped values; each stack's pooled fit first, `profile_fit.pooled_priors`) and
+predicts that source, so overfitting shows.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from pathlib import Path
 import yaml
 from results_md import replace_section  # bench/ is on sys.path when run as a script
 
-from scaleplan.planner.profile_fit import fit_profiles, leave_one_source_out
+from scaleplan.costmodels.calibration import STARTS
+from scaleplan.planner.profile_fit import (
+    POOL,
+    fallback_profile,
+    fit_profiles,
+    leave_one_source_out,
+    pooled_priors,
+)
 from scaleplan.planner.validation import load_cases
 from scaleplan.planner.validation_score import Prediction, predict_cases, summarize
 from scaleplan.specs import efficiency
@@ -39,17 +47,26 @@ def _round(value: object) -> object:
     return value
 
 
-def write_profiles(fits: dict, path: Path = PROFILES) -> None:
-    """Write fitted profiles (and the unfitted ones of GPUs without data) to profiles.yaml."""
+def write_profiles(fits: dict, pooled: dict | None = None, path: Path = PROFILES) -> None:
+    """Write fitted profiles to profiles.yaml; a GPU family without data gets its stack's
+    pooled fit where there is one (`profile_fit.pooled_priors`), else keeps its priors."""
     shipped = efficiency.shipped_profiles()
+    pooled = pooled or {}
     data: dict[str, dict[str, object]] = {}
     for name in shipped:
-        prof = fits[name].report.profile if name in fits else shipped[name]
+        if name in fits:
+            prof = fits[name].report.profile
+        elif shipped[name].stack in pooled:
+            prof = fallback_profile(name, pooled)
+        else:
+            prof = shipped[name]
         data[name] = {
             k: _round(v) for k, v in prof.model_dump().items() if k not in PROFILE_KEYS_SKIPPED
         }
         if name not in fits:
-            data[name]["fitted_on"] = "not fitted: no published runs for this GPU family"
+            data[name]["fitted_on"] = "not fitted: no published runs for this GPU family" + (
+                f"; values of the {prof.stack} stack's pooled fit" if prof.stack in pooled else ""
+            )
     header = (
         "# Hardware efficiency profiles, per GPU family and software stack\n"
         "# (scaleplan.specs.efficiency). Fitted on specs/data/published_runs_dev.csv by\n"
@@ -136,6 +153,34 @@ The largest remaining misses are not explained by any of them:
 """
 
 
+# How the fit was chosen (measured with this script; the commit messages have the figures).
+FIT_NOTES = """Fit choices, each kept because the leave-one-source-out error fell and the in-sample
+error did not rise (figures from this script with and without the change):
+
+- `step_overhead_s` may range over 0-0.1 s (it was 0-2 s): fitted on vTrain alone (steps of
+  3.5-66 s) it took 1.08 s as an intercept and predicted Korthikanti's 1.4 s steps 67-85 % too
+  slow; Korthikanti leave-one-source-out 20.8 -> 3.1 %, in-sample unchanged (167-row file).
+- Pooled per-stack fits (`--pool`, the default; `--no-pool` to compare): leave-one-source-out
+  10.7 -> 9.2 % (Megatron-Bridge 40.1 -> 30.5 %, NeMo 15.2 -> 10.6 %, llm-foundry 6.5 -> 5.6 %,
+  torchtitan 8.7 -> 4.7 %), whole file in-sample 5.4 -> 5.2 %; the legacy stack has one GPU
+  family, so vTrain and Korthikanti do not change.
+- Multi-start (`--starts N`, prior + N-1 Latin-hypercube starts) is available but off: without
+  pooling, 4 starts found the same in-sample errors for every profile, moved
+  leave-one-source-out 10.2 -> 10.1 % and took 3-4 times as long (167-row file). From 3 ms
+  (host-bound layers) the legacy fit returns to 0.3 ms or stops at a higher objective: the
+  vTrain micro-batch-2 misses are not a per-layer host time, which would also slow GPT-3.6B
+  tp 16 mb 2 (less work per GPU), measured 7 % faster than predicted.
+- vTrain's MAPE is not reachable <= 5 % by fitting this model: a legacy profile fitted on the
+  vTrain rows alone has 5.5 % in-sample even with a free step overhead (5.8 % within 0.1 s).
+"""
+
+
+def _flags(args: argparse.Namespace) -> str:
+    flags = " --write-profiles" if args.write_profiles else ""
+    flags += f" --starts {args.starts}" if args.starts != STARTS else ""
+    return flags + ("" if args.pool == POOL else (" --pool" if args.pool else " --no-pool"))
+
+
 def update_results(section: str) -> None:
     replace_section(HEADING, section, RESULTS)
 
@@ -147,16 +192,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--write-profiles", action="store_true", help="refit profiles.yaml first")
     parser.add_argument("--max-nfev", type=int, default=200, help="function evaluations per fit")
+    parser.add_argument(
+        "--starts", type=int, default=STARTS, help="local fits per profile (multi-start)"
+    )
+    parser.add_argument(
+        "--pool", action=argparse.BooleanOptionalAction, default=POOL,
+        help="start each family's fit from its stack's pooled fit",
+    )  # fmt: skip
     parser.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
     args = parser.parse_args(argv)
     cases, skipped = load_cases(args.runs)
     t0 = time.perf_counter()
     if args.write_profiles:
-        fits = fit_profiles(cases, args.max_nfev)
-        write_profiles(fits)
+        pooled = pooled_priors(cases, args.max_nfev, args.starts) if args.pool else {}
+        fits = fit_profiles(cases, args.max_nfev, args.starts, pooled)
+        write_profiles(fits, pooled)
         cases, skipped = load_cases(args.runs)  # rebuild clusters with the new profiles
     in_sample = predict_cases(cases)
-    loso = leave_one_source_out(cases, args.max_nfev)
+    loso = leave_one_source_out(cases, args.max_nfev, args.starts, args.pool)
     elapsed = time.perf_counter() - t0
     kort = korthikanti_full_layout(in_sample)
     vtrain = [p for p in in_sample if p.case.source.startswith("vTrain")]
@@ -164,20 +217,29 @@ def main(argv: list[str] | None = None) -> int:
     overall = summarize(in_sample, len(skipped))
     over30 = sum(abs(p.error_pct) > 30 for p in in_sample)
     body = table(in_sample, loso)
+    legacy_sources = ", ".join(sorted({c.source for c in cases if c.stack == "megatron-legacy"}))
     section = "\n".join(
         [
             HEADING,
             "",
-            f"Command: `.venv/bin/python bench/accuracy.py{' --write-profiles' if args.write_profiles else ''}`"
+            f"Command: `.venv/bin/python bench/accuracy.py{_flags(args)}`"
             f" ({elapsed:.0f} s). Data: `{Path(args.runs).name}`, {overall.n_predicted} rows predicted, "
             f"{overall.n_skipped} not predicted (`scaleplan validate` lists them with reasons).",
             "",
             "The shipped-profile columns are in-sample: the profiles (one per GPU family and "
             "software stack, specs/catalog/profiles.yaml) are fitted on this file. The "
             "leave-one-source-out columns refit every profile without one source, from the "
-            "documented priors, and predict that source; a profile left with no data falls back "
-            "to its priors (the Blackwell rows exist only in Megatron-Bridge, the legacy-stack "
-            "rows only in vTrain and Korthikanti).",
+            "documented priors, and predict that source. "
+            + (
+                "Each software stack is first fitted on all its GPU families together; each "
+                "family's fit starts from (and is pulled towards) that pooled fit, and a family "
+                "left with no data gets it (the Blackwell rows exist only in Megatron-Bridge). "
+                if args.pool
+                else "A profile left with no data falls back to its priors. "
+            )
+            + f"The legacy-stack rows come only from {legacy_sources}.",
+            "",
+            FIT_NOTES,
             "",
             body,
             "",
