@@ -74,7 +74,10 @@ def plot_fit(doc: dict[str, Any], out: str | Path) -> None:
         ax2.set_xlabel("fitted loss")
         ax2.set_ylabel("measured loss")
     ax1.legend(fontsize=8)
-    fig.suptitle(f"{doc['law']['form']} fit ({doc['method']})")
+    form = doc["law"]["form"]
+    if form == "kaplan" and doc["law"].get("params", {}).get("E"):
+        form = "kaplan-irreducible"  # Kaplan's form with a fitted irreducible loss
+    fig.suptitle(f"{form} fit ({doc['method']})")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
