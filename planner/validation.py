@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -248,6 +249,15 @@ def _layout(
     if not (row.get("recompute") or "").strip():
         assumptions.append("recompute=none (not stated)")
     zero, dist_opt = parse_sharding(row.get("zero_stage_or_fsdp") or "")
+    notes = row.get("notes") or ""
+    if not (row.get("zero_stage_or_fsdp") or "").strip() and re.search(
+        r"--overlap-param-gather|--use-distributed-optimizer", notes
+    ):
+        # Megatron-LM refuses --overlap-param-gather without the distributed optimizer
+        # (megatron/training/arguments.py, validate_args: "--overlap-param-gather only
+        # supported with distributed optimizer or megatron fsdp").
+        dist_opt = True
+        assumptions.append("distributed optimizer (the notes list Megatron flags that need it)")
     sp_text = (row.get("sequence_parallel") or "").strip().lower()
     sp = sp_text in ("yes", "true", "1")
     if not sp_text and tp > 1:

@@ -222,3 +222,15 @@ def test_assume_fills_only_empty_cells_and_source_filters(
     for bad, why in (("micro_batch", "COLUMN=VALUE"), ("layers=3", "cannot be assumed")):
         code, _, err = _run(capsys, "validate", "--runs", str(path), "--assume", bad)
         assert code == 2 and why in err and "Traceback" not in err
+
+
+def test_megatron_flags_in_notes_imply_the_distributed_optimizer() -> None:
+    flagged = {**GOOD_ROW, "notes": "Overlap flags: --overlap-grad-reduce --overlap-param-gather"}
+    case = row_to_case(0, flagged)
+    assert isinstance(case, RunCase)
+    assert case.layout.distributed_optimizer
+    assert any("distributed optimizer" in a for a in case.assumptions)
+    plain = row_to_case(0, {**GOOD_ROW, "notes": "--overlap-grad-reduce only"})
+    assert isinstance(plain, RunCase) and not plain.layout.distributed_optimizer
+    stated = row_to_case(0, {**flagged, "zero_stage_or_fsdp": "FSDP FULL_SHARD"})
+    assert isinstance(stated, RunCase) and stated.layout.zero_stage == 3  # the column wins
