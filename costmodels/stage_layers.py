@@ -28,6 +28,15 @@ def layer_slots(num_layers: int, split: Any) -> np.ndarray:
     return num_layers + 2 * (np.asarray(split) != 0).astype(np.int64)
 
 
+def embedding_loss_split(num_layers: int, pp: Any, vp: Any) -> Any:
+    """Where to count the embedding and the loss as pipeline layers (Megatron-core
+    account_for_embedding/loss_in_pipeline_split): exactly where num_layers does not divide by
+    pp*vp and num_layers + 2 does. Where both divide, pp*vp divides 2 and the two splits put the
+    same layers on every stage, so nothing is lost by leaving the option off there."""
+    chunks = np.asarray(pp) * np.asarray(vp)
+    return (num_layers % chunks != 0) & ((num_layers + 2) % chunks == 0)
+
+
 def chunk_layers(num_layers: int, pp: Any, vp: Any, split: Any) -> np.ndarray:
     """Slots per model chunk, C = slots/(pp·vp) (float64; whole when the layout is valid)."""
     return layer_slots(num_layers, split) / (np.asarray(pp) * np.asarray(vp)).astype(np.float64)
@@ -53,7 +62,7 @@ def layer_rank_mask(
 ) -> np.ndarray:
     """(num_layers, n) booleans: layer i sits on pipeline rank rank[k] in layout k."""
     on = (np.asarray(split) != 0).astype(np.int64)
-    slots = num_layers + 2 * on
+    slots = layer_slots(num_layers, split)
     per_chunk = np.maximum(slots // (pp * vp), 1)
     slot = np.arange(num_layers)[:, None] + on[None, :]
     return (slot // per_chunk[None, :]) % pp[None, :] == rank[None, :]

@@ -17,6 +17,7 @@ import numpy as np
 
 from scaleplan.costmodels.batch import LayoutBatch
 from scaleplan.costmodels.memory import GIB, memory_per_gpu
+from scaleplan.costmodels.stage_layers import embedding_loss_split
 from scaleplan.costmodels.step import StepBatch, estimate_step_batch
 from scaleplan.specs.hardware import ClusterSpec
 from scaleplan.specs.layout import RECOMPUTE_CODES, LayoutSpec, layout_violations
@@ -93,15 +94,6 @@ def round_global_batch(target_sequences: Any, dp: Any, micro_batch: Any, pp: Any
     accum = np.where(vp > 1, -(-accum // pp) * pp, accum)
     out = accum * per
     return int(out) if np.ndim(out) == 0 else out
-
-
-def embedding_loss_split(num_layers: int, pp: Any, vp: Any) -> Any:
-    """Where to count the embedding and the loss as pipeline layers (Megatron-core
-    account_for_embedding/loss_in_pipeline_split): exactly where num_layers does not divide by
-    pp*vp and num_layers + 2 does. Where both divide, pp*vp divides 2 and the two splits put the
-    same layers on every stage, so nothing is lost by leaving the option off there."""
-    chunks = np.asarray(pp) * np.asarray(vp)
-    return (num_layers % chunks != 0) & ((num_layers + 2) % chunks == 0)
 
 
 def candidate_grid(

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from scaleplan.costmodels.stage_layers import embedding_loss_split, full_stage_layers
 from scaleplan.specs.efficiency import default_profile_for
 from scaleplan.specs.errors import SpecError
 from scaleplan.specs.hardware import ClusterSpec, get_gpu, make_cluster
@@ -276,7 +277,7 @@ def _layout(
     # account_for_embedding_in_pipeline_split + account_for_loss_in_pipeline_split, as NeMo /
     # Megatron-Bridge recipes set them; Megatron-DeepSpeed's 'type:transformer|embedding'
     # partition gives the same split). A row whose layers + 2 do not divide stays refused.
-    split = layers % chunks != 0 and (layers + 2) % chunks == 0
+    split = bool(embedding_loss_split(layers, pp, vp))
     if split:
         assumptions.append(
             f"embedding and loss counted as pipeline layers (layers={layers} does not divide "
@@ -284,7 +285,7 @@ def _layout(
         )
     recompute_layers = None
     if recompute == "full" and layers_fraction < 1.0:
-        per_stage = max(1, (layers + (2 if split else 0)) // pp)
+        per_stage = max(1, int(full_stage_layers(layers, pp, split)))
         recompute_layers = max(1, int(round(per_stage * layers_fraction)))
     return LayoutSpec(
         tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, ep=ep, sequence_parallel=sp and tp > 1,
