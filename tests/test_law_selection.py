@@ -70,9 +70,13 @@ def test_selection_needs_enough_sizes() -> None:
         select_form(N, D, L)
 
 
-def test_olmo_ladder_3b_predicted_within_target(shared_data) -> None:
-    """Issue 4: fitted on runs <= 1B only, the final C4 loss of every 3B run within 1.5 %; the
-    form is the one chosen by extrapolation inside the <= 1B ladder (3B never seen)."""
+def test_olmo_ladder_form_choice_and_3b_errors(shared_data) -> None:
+    """Issue 4's ladder check, as measured (bench/RESULTS.md). Fitted on runs <= 1B only:
+    kaplan-irreducible predicts every 3B run within 1.5 %, but the choice made inside the
+    <= 1B ladder (760M and 1B held out in turn, 3B never seen) is Kaplan's own form, whose 3B
+    errors reach 1.8 %. (An earlier fit stopped in a slightly worse local optimum of the 370M
+    fold, objective 1.2566e-5 against 1.2483e-5, and chose kaplan-irreducible; the global
+    optimum, checked from 3,000 starts, does not.)"""
     runs = last_per_run(
         read_runs(
             shared_data / "olmo_ladder_c4_loss_trajectories.csv",
@@ -80,12 +84,20 @@ def test_olmo_ladder_3b_predicted_within_target(shared_data) -> None:
         )
     )
     small = runs.N < 2e9
-    chosen, _ = select_form(runs.N[small], runs.D[small], runs.loss[small])
-    assert chosen == "kaplan-irreducible"
-    law = fit_law(chosen, runs.N[small], runs.D[small], runs.loss[small]).law
-    err = law.loss(runs.N[~small], runs.D[~small]) / runs.loss[~small] - 1
-    assert len(err) == 6
-    assert np.max(np.abs(err)) <= 0.015
+    chosen, scores = select_form(runs.N[small], runs.D[small], runs.loss[small])
+    by = {s.form: s for s in scores}
+    assert chosen == "kaplan"
+    assert by["kaplan"].mean_abs_pct < by["kaplan-irreducible"].mean_abs_pct
+    assert by["kaplan-irreducible"].mean_abs_pct < by["chinchilla"].mean_abs_pct
+
+    def errors(form: str) -> np.ndarray:
+        law = fit_law(form, runs.N[small], runs.D[small], runs.loss[small]).law
+        return np.abs(law.loss(runs.N[~small], runs.D[~small]) / runs.loss[~small] - 1)
+
+    irreducible, kaplan = errors("kaplan-irreducible"), errors("kaplan")
+    assert len(irreducible) == 6
+    assert np.max(irreducible) <= 0.015
+    assert 0.015 < np.max(kaplan) < 0.02
 
 
 def test_cli_fit_auto(tmp_path, capsys) -> None:

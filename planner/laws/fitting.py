@@ -231,52 +231,35 @@ KAPLAN_GRID = {
 _POS = (1e-3, 5.0)
 
 
-def _kaplan_obj_grad(theta: np.ndarray, logN, logD, logL, delta: float) -> tuple[float, np.ndarray]:
-    lnc, ldc, an, ad = theta
+def _kaplan_log_reducible(theta: np.ndarray, logN, logD) -> tuple[np.ndarray, np.ndarray]:
+    """log of Kaplan's eq. 1.5, α_D·LSE(p(log N_c − log N), log D_c − log D) with p = α_N/α_D,
+    for theta = (log N_c, log D_c, α_N, α_D, ...), and its (4, n) gradient in those four."""
+    lnc, ldc, an, ad = theta[:4]
     p = an / ad
     dn = lnc - logN
     u1, u2 = p * dn, ldc - logD
     s = np.logaddexp(u1, u2)
     w1 = np.exp(u1 - s)
-    w2 = 1.0 - w1
-    r = ad * s - logL
-    g = huber_grad(r, delta)
-    grad = np.array(
-        [
-            np.sum(g * w1 * an),
-            np.sum(g * w2 * ad),
-            np.sum(g * w1 * dn),
-            np.sum(g * (s - w1 * p * dn)),
-        ]
-    )
-    return float(huber(r, delta).sum()), grad
+    jac = np.stack([w1 * an, (1.0 - w1) * ad, w1 * dn, s - w1 * p * dn])
+    return ad * s, jac
+
+
+def _kaplan_obj_grad(theta: np.ndarray, logN, logD, logL, delta: float) -> tuple[float, np.ndarray]:
+    log_pred, jac = _kaplan_log_reducible(theta, logN, logD)
+    r = log_pred - logL
+    return float(huber(r, delta).sum()), jac @ huber_grad(r, delta)
 
 
 def _kaplan_e_obj_grad(
     theta: np.ndarray, logN, logD, logL, delta: float
 ) -> tuple[float, np.ndarray]:
-    """log L = log(exp(e) + exp(α_D·LSE(...))): Kaplan's form plus an irreducible loss E = e^e."""
-    lnc, ldc, an, ad, e = theta
-    p = an / ad
-    dn = lnc - logN
-    u1, u2 = p * dn, ldc - logD
-    s = np.logaddexp(u1, u2)
-    w1 = np.exp(u1 - s)
-    w2 = 1.0 - w1
-    log_pred = np.logaddexp(e, ad * s)
-    share = np.exp(ad * s - log_pred)  # reducible / total
+    """log L = log(exp(e) + reducible): Kaplan's form plus an irreducible loss E = e^e."""
+    log_red, jac = _kaplan_log_reducible(theta, logN, logD)
+    log_pred = np.logaddexp(theta[4], log_red)
+    share = np.exp(log_red - log_pred)  # reducible / total
     r = log_pred - logL
     g = huber_grad(r, delta)
-    gs = g * share
-    grad = np.array(
-        [
-            np.sum(gs * w1 * an),
-            np.sum(gs * w2 * ad),
-            np.sum(gs * w1 * dn),
-            np.sum(gs * (s - w1 * p * dn)),
-            np.sum(g * (1.0 - share)),
-        ]
-    )
+    grad = np.concatenate([jac @ (g * share), [np.sum(g * (1.0 - share))]])
     return float(huber(r, delta).sum()), grad
 
 
