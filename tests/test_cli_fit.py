@@ -6,21 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli as _run
 
-from scaleplan.planner.cli import main
 from scaleplan.planner.laws import ChinchillaLaw
 
 LAW = ChinchillaLaw(E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37)
-
-
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _csv(

@@ -8,21 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_cli as _run
 
-from scaleplan.planner.cli import main
 from scaleplan.specs.plan import Plan
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "specs" / "examples"
-
-
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _budget_file(tmp_path: Path, **overrides: object) -> Path:

@@ -8,8 +8,8 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
-from scaleplan.planner.cli import main
 from scaleplan.planner.validation import (
     RunCase,
     SkippedRow,
@@ -38,13 +38,7 @@ GOOD_ROW = {
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(list(args), capsys)
 
 
 def test_interconnect_parsing() -> None:
