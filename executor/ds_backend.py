@@ -47,7 +47,9 @@ def torch_extensions_dir() -> Path:
     )
 
 
-STALE_BUILD_LOCK_S = 900.0  # a JIT build of the op takes 1-2 min; a lock this old is a killed build's
+STALE_BUILD_LOCK_S = (
+    900.0  # a JIT build of the op takes 1-2 min; a lock this old is a killed build's
+)
 
 
 def clear_stale_build_locks(root: Path, older_than_s: float = STALE_BUILD_LOCK_S) -> list[Path]:
@@ -202,30 +204,13 @@ def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.
             raise RuntimeError(f"DeepSpeed could not load the weights of {parent}")
         init_path = str(parent)
 
-    metrics = MetricsWriter(
-        run_dir / "metrics" / f"{phase.name}.jsonl",
-        plan,
-        phase,
-        "cuda" if on_gpu else "cpu",
-        enabled=rank == 0,
-        append=resume_from is not None,
-        start_step=start_step,
+    metrics = MetricsWriter.for_phase(
+        run_dir, plan, phase, "cuda" if on_gpu else "cpu", rank, resume_from, start_step
     )
-    metrics.write(
-        {
-            "event": "start",
-            "step": start_step,
-            "device": "cuda" if on_gpu else "cpu",
-            "world_size": world,
-            "layout": lay.model_dump(),
-            "backend": "deepspeed",
-            "init_from": init_path,
-            "resumed_from": str(resume_from or ""),
-            "seq_length": seq,
-            "model": plan.model.model_dump(mode="json"),
-            "cluster": plan.cluster.model_dump(mode="json"),
-        }
-    )
+    metrics.start(
+        start_step, world_size=world, layout=lay, backend="deepspeed", init_from=init_path,
+        resumed_from=resume_from, seq_length=seq,
+    )  # fmt: skip
 
     def save(step: int, final: bool) -> None:
         if rank == 0:

@@ -66,6 +66,55 @@ class MetricsWriter:
         self._file = path.open("a" if append else "w")
         self._start_progress(start_step)
 
+    @classmethod
+    def for_phase(
+        cls,
+        run_dir: Path,
+        plan: Plan,
+        phase: PhaseSpec,
+        device: str,
+        rank: int,
+        resume_from: Any,
+        start_step: int,
+    ) -> MetricsWriter:
+        """The phase's `metrics/<phase>.jsonl` under run_dir, written by rank 0 (appended on a
+        resume)."""
+        return cls(
+            run_dir / "metrics" / f"{phase.name}.jsonl", plan, phase, device,
+            enabled=rank == 0, append=resume_from is not None, start_step=start_step,
+        )  # fmt: skip
+
+    def start(
+        self,
+        step: int,
+        *,
+        world_size: int,
+        layout: Any,
+        backend: str,
+        init_from: Any,
+        resumed_from: Any,
+        seq_length: int,
+        **extra: Any,
+    ) -> None:
+        """The run's first record: what ran, where, from which checkpoint (calibrate reads it)."""
+        self.write(
+            {
+                "event": "start",
+                "step": step,
+                "device": self.device,
+                "world_size": world_size,
+                "layout": layout.model_dump(),
+                "backend": backend,
+                "init_from": str(init_from or ""),
+                "resumed_from": str(resumed_from or ""),
+                "seq_length": seq_length,
+                "model": self.plan.model.model_dump(mode="json"),
+                "cluster": self.plan.cluster.model_dump(mode="json"),
+                "model_flops_per_token": self.model_flops_per_token,
+                **extra,
+            }
+        )
+
     def _start_progress(self, start_step: int) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 

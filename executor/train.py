@@ -193,32 +193,12 @@ def main(argv: list[str] | None = None) -> None:
             **kw,
         )
 
-    metrics = MetricsWriter(
-        run_dir / "metrics" / f"{phase.name}.jsonl",
-        plan,
-        phase,
-        device,
-        enabled=rank == 0,
-        append=resume_from is not None,
-        start_step=start_step,
-    )
-    metrics.write(
-        {
-            "event": "start",
-            "step": start_step,
-            "device": device,
-            "world_size": dist.get_world_size(),
-            "layout": lay.model_dump(),
-            "backend": "megatron",
-            "init_from": str(init_path or ""),
-            "resumed_from": str(resume_from or ""),
-            "rope_base": rope_base,
-            "seq_length": phase.seq_length,
-            "model": plan.model.model_dump(mode="json"),
-            "cluster": plan.cluster.model_dump(mode="json"),
-            "model_flops_per_token": metrics.model_flops_per_token,
-        }
-    )
+    metrics = MetricsWriter.for_phase(run_dir, plan, phase, device, rank, resume_from, start_step)
+    metrics.start(
+        start_step, world_size=dist.get_world_size(), layout=lay, backend="megatron",
+        init_from=init_path, resumed_from=resume_from, seq_length=phase.seq_length,
+        rope_base=rope_base,
+    )  # fmt: skip
     # the phase objective: its data (tokenizer, corpora or tasks), batches, losses and evaluations
     runner = make_runner(plan, phase, run_dir, args.seed, chunks, reference, run_schedule)
     if start_step == 0:
