@@ -132,9 +132,9 @@ def fit(
     if form == "auto":
         if method != "epoch":
             raise NotImplementedFeature("--law auto needs --method epoch", field="--method")
-        from scaleplan.planner.laws.selection import select_form
+        from scaleplan.planner.laws.selection import SELECTABLE, select_form
 
-        bar, cb = _progress_bar(3 * select_folds, "choosing the form")
+        bar, cb = _progress_bar(len(SELECTABLE) * select_folds, "choosing the form")
         with bar:
             form, scores = select_form(
                 runs.N, runs.D, runs.loss, folds=select_folds, delta=delta, progress=cb

@@ -20,6 +20,7 @@ from .fitting import MIN_POINTS, fit_law
 
 SELECTABLE: tuple[str, ...] = ("chinchilla", "kaplan", "kaplan-irreducible")
 N_PARAMS = {"chinchilla": 5, "kaplan": 4, "kaplan-irreducible": 5}
+SAME_SIZE = 1.01  # runs within 1 % of each other's parameter count are one model size
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def _sizes(N: np.ndarray) -> np.ndarray:
     """Distinct model sizes (runs within 1 % of each other are one size)."""
     out: list[float] = []
     for n in np.sort(N):
-        if not out or n > out[-1] * 1.01:
+        if not out or n > out[-1] * SAME_SIZE:
             out.append(float(n))
     return np.array(out)
 
@@ -89,8 +90,8 @@ def select_form(
     for form in forms:
         fold_scores = []
         for s in sizes[-folds:]:
-            train = N < s / 1.01
-            test = (N >= s / 1.01) & (N <= s * 1.01)
+            train = N < s / SAME_SIZE
+            test = (N >= s / SAME_SIZE) & (N <= s * SAME_SIZE)
             if train.sum() < MIN_POINTS.get(form, 6):
                 raise SpecError(
                     f"{int(train.sum())} runs below {s:.3g} parameters are too few to fit {form}",
