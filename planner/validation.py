@@ -287,8 +287,18 @@ def _layout(
     if recompute == "full" and layers_fraction < 1.0:
         per_stage = max(1, int(full_stage_layers(layers, pp, split)))
         recompute_layers = max(1, int(round(per_stage * layers_fraction)))
+    etp = None
+    if tp > 1 and (tp * cp * dp) % (tp * ep) != 0 and (tp * cp * dp) % ep == 0:
+        # The schema has no expert-TP column. Expert TP defaults to tp, which leaves no room
+        # for this ep; the run folded EP over the TP ranks with unsplit experts (Megatron-core
+        # expert_tensor_parallel_size=1, as Megatron-Bridge's MoE recipes set it).
+        etp = 1
+        assumptions.append(
+            f"expert_tensor_parallel=1 (not stated; ep={ep} exceeds dp*cp={dp * cp}, so EP "
+            "is folded over the TP ranks)"
+        )
     return LayoutSpec(
-        tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, ep=ep, sequence_parallel=sp and tp > 1,
+        tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, ep=ep, etp=etp, sequence_parallel=sp and tp > 1,
         zero_stage=zero, distributed_optimizer=dist_opt, micro_batch=mb, global_batch=gb,
         recompute=recompute, recompute_layers=recompute_layers, precision=precision,
         account_embedding_loss_in_pipeline_split=split,

@@ -26,7 +26,9 @@ class LayoutSpec(Spec):
     vp: int = Field(default=1, ge=1, description="virtual pipeline stages per PP rank")
     cp: int = Field(default=1, ge=1, description="context parallel")
     dp: int = Field(default=1, ge=1, description="data parallel (includes EP ranks)")
-    ep: int = Field(default=1, ge=1, description="expert parallel (within DP x CP)")
+    ep: int = Field(
+        default=1, ge=1, description="expert parallel (folded over a stage's TP x CP x DP ranks)"
+    )
     etp: int | None = Field(default=None, ge=1, description="expert tensor parallel; default tp")
     sequence_parallel: bool = False
     zero_stage: int = Field(default=0, ge=0, le=3, description="ZeRO stage / FSDP (3)")
@@ -163,11 +165,24 @@ def layout_violations(
             (num_experts % ep != 0) if moe else (ep != 1),
             f"num_experts={num_experts} is not divisible by ep",
         ),
-        ("ep", (dp * cp) % ep != 0, "ep must divide dp*cp (experts are sharded within DP x CP)"),
         (
             "etp",
             (etp > tp) | (tp % etp != 0),
             "expert tensor parallel (etp) must divide tp",
+        ),
+        # Megatron-core parallel_state.initialize_model_parallel (MoE parallel folding, core
+        # >= 0.10): the expert groups (etp innermost, then ep, then expert-DP) tile each
+        # pipeline stage's tp*cp*dp ranks, so EP may span TP and CP ranks as well as DP ones.
+        (
+            "ep",
+            (tp * cp * dp) % (etp * ep) != 0,
+            "etp*ep must divide tp*cp*dp (the expert groups tile a pipeline stage's ranks)",
+        ),
+        (
+            "sequence_parallel",
+            (sp == 0) & (tp > 1) & moe,
+            "MoE layers with tp>1 need sequence_parallel (Megatron-core MoELayer refuses to "
+            "train without it)",
         ),
         (
             "zero_stage",

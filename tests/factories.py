@@ -30,6 +30,7 @@ def tiny_plan(
     pp: int = 1,
     dp: int = 1,
     ep: int = 1,
+    etp: int | None = None,
     moe: bool = False,
     zero_stage: int = 0,
     distributed_optimizer: bool = False,
@@ -55,8 +56,10 @@ def tiny_plan(
 
     def layout(gb: int = global_batch) -> LayoutSpec:
         return LayoutSpec(
-            tp=tp, pp=pp, dp=dp, ep=ep, micro_batch=micro_batch, global_batch=gb,
+            tp=tp, pp=pp, dp=dp, ep=ep, etp=etp, micro_batch=micro_batch, global_batch=gb,
             zero_stage=zero_stage, distributed_optimizer=distributed_optimizer,
+            # Megatron-core's MoELayer needs sequence parallelism with tp > 1
+            sequence_parallel=moe and tp > 1,
         )
 
     def phase(kind: str, **kw: object) -> PhaseSpec:

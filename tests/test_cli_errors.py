@@ -36,7 +36,7 @@ FLAG_CASES = [
     ("seq%2cp", [*BASE, "--cp", "3", "--gpus", "24", "--global-batch", "64"], ["layout.cp:", "2*cp"]),
     ("experts%ep", [*MOE, "--gpus", "24", "--ep", "3", "--global-batch", "48"], ["layout.ep:", "num_experts=8"]),
     ("ep-on-dense", [*BASE, "--ep", "2"], ["layout.ep:", "MoE"]),
-    ("dpcp%ep", [*MOE, "--gpus", "8", "--tp", "2", "--ep", "8", "--no-sp"], ["layout.ep:", "dp*cp"]),
+    ("tpcpdp%etp*ep", [*MOE, "--gpus", "8", "--tp", "2", "--ep", "8", "--no-sp"], ["layout.ep:", "tp*cp*dp"]),
     ("etp>tp", [*MOE, "--gpus", "16", "--tp", "2", "--etp", "4"], ["layout.etp:", "divide tp"]),
     ("global-batch%dp", [*BASE, "--global-batch", "7"], ["layout.global_batch:", "dp*micro_batch"]),
     ("micro>global", [*BASE, "--gpus", "1", "--micro-batch", "128"], ["layout.micro_batch:", "exceeds"]),

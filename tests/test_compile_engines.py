@@ -220,6 +220,8 @@ FOUR_RANK_CASES = {
     ),
     "tp4_gqa_split_kv": tiny_plan(tp=4, phases=("pretrain",)),
     "moe_tp2dp2_ep2": tiny_plan(tp=2, dp=2, ep=2, moe=True, phases=("pretrain",)),
+    # MoE parallel folding: EP 2 spans TP ranks (etp 1, dp 1), expert DP 2
+    "moe_tp4_ep2_etp1_folded": tiny_plan(tp=4, ep=2, etp=1, moe=True, phases=("pretrain",)),
     "moe_dp4_ep2_pp1": tiny_plan(dp=4, ep=2, moe=True, phases=("pretrain",)),
     "moe_pp2_dp2_ep2": tiny_plan(pp=2, dp=2, ep=2, moe=True, phases=("pretrain",)),
     # context parallel: groups only (the local attention refuses cp>1; TE's runs it on GPUs)
@@ -272,7 +274,13 @@ def _worker(cases_path: str, out_dir: str) -> None:
             "etp": ps.get_expert_tensor_parallel_world_size(),
             "vp": ps.get_virtual_pipeline_model_parallel_world_size() or 1,
         }
-        cpu = {"use_cpu_initialization": True, "perform_initialization": False}
+        # Sequence parallelism moves no parameters, and torch's LayerNorm (no TE on CPU)
+        # refuses it, so the parameter count builds without it.
+        cpu = {
+            "use_cpu_initialization": True,
+            "perform_initialization": False,
+            "sequence_parallel": False,
+        }
         if doc["transformer_config"].get("num_moe_experts"):
             # the all-to-all dispatcher allocates CUDA streams; dispatchers hold no parameters
             cpu["moe_token_dispatcher_type"] = "allgather"

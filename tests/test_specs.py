@@ -43,8 +43,10 @@ RULES = [
     ("seq%tpcp", {}, dict(tp=4, sequence_parallel=True, global_batch=8), None, 66, "sequence_parallel", "tp*cp"),
     ("ep_needs_moe", {}, dict(ep=2, dp=2, global_batch=8), None, None, "ep", "MoE"),
     ("experts%ep", dict(moe=MOE), dict(ep=8, dp=8, global_batch=8), None, None, "ep", "num_experts=4"),
-    ("dpcp%ep", dict(moe=MOE), dict(ep=2, dp=1, global_batch=8), None, None, "ep", "dp*cp"),
+    ("tpcpdp%etp*ep", dict(moe=MOE), dict(ep=2, dp=1, global_batch=8), None, None, "ep", "tp*cp*dp"),
+    ("tpcpdp%etp*ep folded", dict(moe=MOE), dict(tp=2, ep=4, dp=1, global_batch=8), None, None, "ep", "etp*ep"),
     ("etp|tp", dict(moe=MOE), dict(tp=2, etp=4, global_batch=8), None, None, "etp", "divide tp"),
+    ("moe_tp_needs_sp", dict(moe=MOE), dict(tp=2, global_batch=8), None, None, "sequence_parallel", "MoE"),
     ("zero2+pp", {}, dict(pp=2, zero_stage=2, global_batch=8), None, None, "zero_stage", "pipeline"),
     ("distopt+zero2", {}, dict(distributed_optimizer=True, zero_stage=2, global_batch=8), None, None, "distributed_optimizer", "not both"),
     ("world", {}, dict(tp=2, dp=2, global_batch=8), 8, None, "dp", "8 GPUs"),
@@ -182,3 +184,15 @@ def test_load_spec_names_file_and_field(tmp_path: Path) -> None:
     path.write_text("tp: [1,\n")
     with pytest.raises(SpecError, match="malformed YAML"):
         load_spec(LayoutSpec, path)
+
+
+def test_expert_parallelism_folds_over_tp_and_cp_ranks() -> None:
+    """MoE parallel folding (Megatron-core >= 0.10): EP may span TP and CP ranks when etp*ep
+    divides tp*cp*dp, e.g. Megatron-Bridge's Qwen3-235B recipe (tp 2, etp 1, ep 32, dp 16)."""
+    model = _model(moe=MOE)
+    folded = dict(tp=2, etp=1, sequence_parallel=True, global_batch=8)
+    validate_layout(LayoutSpec(ep=2, dp=1, **folded), model)
+    validate_layout(LayoutSpec(ep=4, dp=2, **folded), model)
+    validate_layout(LayoutSpec(cp=2, ep=4, dp=2, global_batch=8), model, seq_length=64)
+    with pytest.raises(SpecError, match="etp\\*ep"):  # etp defaults to tp: 2*4 > 2*2
+        validate_layout(LayoutSpec(tp=2, ep=4, dp=2, sequence_parallel=True, global_batch=8), model)
