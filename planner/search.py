@@ -53,6 +53,9 @@ class SearchSpace:
     vp: tuple[int, ...] = (1, 2, 4)
     cp: tuple[int, ...] = (1, 2, 4, 8)
     ep: tuple[int, ...] = (1,)
+    # expert tensor parallel: 0 = same as tp (Megatron's default), 1 = experts unsplit, EP
+    # folded over the TP ranks (MoE parallel folding, Megatron-core expert_tensor_parallel_size)
+    etp: tuple[int, ...] = (0,)
     sequence_parallel: tuple[int, ...] = (0, 1)
     optimizer: tuple[str, ...] = ("replicated", "distributed", "zero3")
     micro_batch: tuple[int, ...] = (1, 2, 4, 8)
@@ -61,17 +64,18 @@ class SearchSpace:
     @classmethod
     def default(cls, model: ModelSpec, cluster: ClusterSpec, seq_length: int) -> SearchSpace:
         """TP up to twice the NVLink domain (so crossing it is reported), PP up to the depth,
-        CP up to seq/4096 chunks, EP over the expert count for MoE."""
+        CP up to seq/4096 chunks, EP over the expert count for MoE, and for MoE both expert-TP
+        choices (etp = tp, or etp = 1 with EP folded over the TP ranks)."""
         gpus = cluster.num_gpus
         tp = _powers_of_two(min(2 * cluster.nvlink_domain_size, gpus, model.num_heads))
         pp = _powers_of_two(min(model.num_layers, gpus, 64))
         cp = _powers_of_two(min(max(seq_length // 4096, 1), 32, gpus))
         ep = _powers_of_two(min(model.moe.num_experts, gpus)) if model.moe else (1,)
-        return cls(tp=tp, pp=pp, cp=cp, ep=ep)
+        etp = (0, 1) if model.moe else (0,)
+        return cls(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp)
 
     def size(self, gpu_counts: Sequence[int] = (1,)) -> int:
         dims = (
-            self.tp,
             self.pp,
             self.vp,
             self.cp,
@@ -82,7 +86,14 @@ class SearchSpace:
             self.recompute,
             tuple(gpu_counts),
         )
-        return int(np.prod([len(d) for d in dims]))
+        # (tp, etp) pairs, without the etp = 1 copy of tp = 1 (the same layout as etp = tp)
+        pairs = sum(len(self.etp) - int(t == 1 and self._folds) for t in self.tp)
+        return pairs * int(np.prod([len(d) for d in dims]))
+
+    @property
+    def _folds(self) -> bool:
+        """Both expert-TP choices are searched (then tp = 1 has only one)."""
+        return 0 in self.etp and 1 in self.etp
 
 
 def round_global_batch(target_sequences: Any, dp: Any, micro_batch: Any, pp: Any, vp: Any) -> Any:
@@ -116,6 +127,7 @@ def candidate_grid(
             space.vp,
             space.cp,
             space.ep,
+            space.etp,
             space.sequence_parallel,
             np.arange(len(opt)),
             space.micro_batch,
@@ -124,7 +136,10 @@ def candidate_grid(
         )
     ]
     grids = [g.ravel() for g in np.meshgrid(*axes, indexing="ij")]
-    tp, pp, vp, cp, ep, sp, oi, mb, rc, gpus = grids
+    tp, pp, vp, cp, ep, etp, sp, oi, mb, rc, gpus = grids
+    # etp = 1 with tp = 1 is the default etp = tp again: keep one copy of each layout
+    keep = ~((etp == 1) & (tp == 1) & space._folds)
+    tp, pp, vp, cp, ep, etp, sp, oi, mb, rc, gpus = (g[keep] for g in grids)
     dp = np.maximum(gpus // (tp * pp * cp), 1)
     gb = round_global_batch(target_sequences, dp, mb, pp, vp)
     split = 0 if num_layers is None else embedding_loss_split(num_layers, pp, vp)
@@ -135,6 +150,7 @@ def candidate_grid(
         cp=cp,
         dp=dp,
         ep=ep,
+        etp=etp,
         sequence_parallel=sp,
         zero_stage=opt[oi, 0],
         distributed_optimizer=opt[oi, 1],

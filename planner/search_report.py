@@ -26,6 +26,7 @@ def _dims(cand: LayoutBatch, gpus: np.ndarray) -> dict[str, tuple[np.ndarray, An
         "cp": (cand.cp, lambda v: f"CP={v}"),
         "vp": (cand.vp, lambda v: f"VP={v}"),
         "ep": (cand.ep, lambda v: f"EP={v}"),
+        "etp": (cand.etp, lambda v: f"ETP={v}"),
         "micro_batch": (cand.micro_batch, lambda v: f"micro_batch={v}"),
         "recompute": (cand.recompute, lambda v: f"recompute={RECOMPUTE_NAMES[int(v)]}"),
         "optimizer": (opt, lambda v: f"optimizer={_OPT_NAMES.get((int(v) // 2, int(v) % 2), v)}"),
@@ -46,6 +47,8 @@ def describe(cand: LayoutBatch, i: int, num_gpus: int | None = None) -> str:
     ]
     if cand.ep[i] > 1:
         parts.append(f"ep{cand.ep[i]}")
+    if cand.etp[i] != cand.tp[i]:
+        parts.append(f"etp{cand.etp[i]}")  # expert TP differs from tp (EP folded over TP)
     if cand.account_embedding_loss_in_pipeline_split[i]:
         parts.append("emb+loss-in-pp")  # embedding and loss counted as pipeline layers
     if cand.sequence_parallel[i]:

@@ -22,6 +22,7 @@ from scaleplan.planner.search import (
     round_global_batch,
     search_layouts,
 )
+from scaleplan.specs.budget import MoEBudget
 from scaleplan.specs.errors import SpecError
 from scaleplan.specs.hardware import make_cluster
 from scaleplan.specs.layout import LayoutSpec, validate_layout
@@ -35,19 +36,20 @@ def _brute_force(
     Returns the best seconds per token and its layout."""
     best: tuple[float, LayoutSpec | None] = (math.inf, None)
     gpus = cluster.num_gpus
-    for tp, pp, vp, cp, ep, sp, opt, mb, rc in itertools.product(
+    for tp, pp, vp, cp, ep, etp, sp, opt, mb, rc in itertools.product(
         space.tp,
         space.pp,
         space.vp,
         space.cp,
         space.ep,
+        space.etp,
         space.sequence_parallel,
         space.optimizer,
         space.micro_batch,
         space.recompute,
     ):
-        if gpus % (tp * pp * cp):
-            continue
+        if gpus % (tp * pp * cp) or (tp == 1 and etp == 1 and 0 in space.etp):
+            continue  # (the second: the same layout as etp = tp = 1)
         dp = gpus // (tp * pp * cp)
         gb = round_global_batch(target, dp, mb, pp, vp)
         zero, dist = OPTIMIZER_MODES[opt]
@@ -58,6 +60,7 @@ def _brute_force(
             cp=cp,
             dp=dp,
             ep=ep,
+            etp=etp or None,  # 0 = same as tp
             sequence_parallel=bool(sp),
             zero_stage=zero,
             distributed_optimizer=bool(dist),
@@ -121,6 +124,29 @@ def test_vectorized_best_equals_brute_force(model_i, gpus, target, tp, pp, micro
     validate_layout(result.best, model, num_gpus=gpus, seq_length=seq)
     assert memory_breakdown(model, result.best, seq)["total"] <= cluster.gpu.hbm_bytes
     assert result.layouts_evaluated == space.size((gpus,))
+
+
+def test_moe_search_folds_expert_parallelism_like_brute_force() -> None:
+    """MoE: the search also tries etp = 1 with EP folded over the TP ranks (ep > dp·cp), and
+    its best equals a plain loop over the same space."""
+    model = build_model(
+        2048, 16, vocab_size=32000, seq_length=2048,
+        moe=MoEBudget(num_experts=16, top_k=2),
+    )  # fmt: skip
+    cluster = make_cluster("H100", 16)
+    space = SearchSpace(
+        tp=(1, 2, 4), pp=(1, 2), vp=(1,), cp=(1,), ep=(1, 2, 4, 8, 16), etp=(0, 1),
+        micro_batch=(1, 2), recompute=("none", "full"),
+    )  # fmt: skip
+    expected, layout = _brute_force(model, cluster, 2048, 256.0, space)
+    result = search_layouts(model, cluster, 2048, 256.0, space=space)
+    got = result.step["step_time_s"] / (result.best.global_batch * 2048)
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert result.layouts_evaluated == space.size((16,))
+    # folded layouts are among the feasible ones: tp 4, etp 1, ep 16 on dp 4
+    folded = LayoutSpec(tp=4, etp=1, ep=16, dp=4, sequence_parallel=True, global_batch=256)
+    validate_layout(folded, model, num_gpus=16, seq_length=2048)
+    assert SearchSpace.default(model, cluster, 2048).etp == (0, 1)
 
 
 @settings(max_examples=8, deadline=None)

@@ -20,6 +20,8 @@ def _layout(phase: Any) -> str:
     parts.append(f"DP{lay.dp}")
     if lay.ep > 1:
         parts.append(f"EP{lay.ep}")
+    if lay.expert_tp != lay.tp:
+        parts.append(f"ETP{lay.expert_tp}")
     opt = "ZeRO-3" if lay.zero_stage >= 3 else "dist-opt" if lay.shards_optimizer else ""
     extras = [
         x

@@ -66,6 +66,8 @@ def _phase_table(plan: Plan) -> str:
         )
         if lay.ep > 1:
             layout += f" EP{lay.ep}"
+        if lay.expert_tp != lay.tp:
+            layout += f" ETP{lay.expert_tp}"
         layout += f", mb {lay.micro_batch}, gb {lay.global_batch}"
         rows.append(
             f"<tr><td>{escape(p.name)}</td><td>{p.num_gpus}</td><td>{escape(layout)}</td><td>{p.seq_length}</td>"

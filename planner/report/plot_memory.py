@@ -108,7 +108,8 @@ def build(ctx: ReportContext) -> tuple[Any, str]:
         bbox_to_anchor=(1.0, 0.5),
     )
     lay = f"TP{layout.tp} PP{layout.pp} CP{layout.cp} DP{layout.dp}" + (
-        f" EP{layout.ep}" if layout.ep > 1 else ""
+        (f" EP{layout.ep}" if layout.ep > 1 else "")
+        + (f" ETP{layout.expert_tp}" if layout.expert_tp != layout.tp else "")
     )
     ax.set_title(
         f"Memory per GPU, {phase.name} ({lay}, micro-batch {layout.micro_batch}, seq {phase.seq_length})"
