@@ -65,11 +65,25 @@ class LayoutBatch:
     def from_arrays(cls, **arrays: np.ndarray | int | Sequence[int]) -> LayoutBatch:
         """Build from keyword arrays; missing fields take LayoutSpec defaults; scalars broadcast."""
         defaults = {
-            "tp": 1, "pp": 1, "vp": 1, "cp": 1, "dp": 1, "ep": 1, "etp": 0,
-            "sequence_parallel": 0, "zero_stage": 0, "distributed_optimizer": 0,
-            "micro_batch": 1, "global_batch": 1, "recompute": 0, "recompute_layers": 0,
-            "offload_optimizer": 0, "offload_params": 0, "precision": 0,
-            "overlap_grad_reduce": 1, "overlap_param_gather": 1,
+            "tp": 1,
+            "pp": 1,
+            "vp": 1,
+            "cp": 1,
+            "dp": 1,
+            "ep": 1,
+            "etp": 0,
+            "sequence_parallel": 0,
+            "zero_stage": 0,
+            "distributed_optimizer": 0,
+            "micro_batch": 1,
+            "global_batch": 1,
+            "recompute": 0,
+            "recompute_layers": 0,
+            "offload_optimizer": 0,
+            "offload_params": 0,
+            "precision": 0,
+            "overlap_grad_reduce": 1,
+            "overlap_param_gather": 1,
             "account_embedding_loss_in_pipeline_split": 0,
         }
         unknown = set(arrays) - set(defaults)
@@ -93,13 +107,18 @@ class LayoutBatch:
         recompute = RECOMPUTE_NAMES[int(self.recompute[i])]
         layers = int(self.recompute_layers[i])
         return LayoutSpec(
-            tp=int(self.tp[i]), pp=int(self.pp[i]), vp=int(self.vp[i]), cp=int(self.cp[i]),
-            dp=int(self.dp[i]), ep=int(self.ep[i]),
+            tp=int(self.tp[i]),
+            pp=int(self.pp[i]),
+            vp=int(self.vp[i]),
+            cp=int(self.cp[i]),
+            dp=int(self.dp[i]),
+            ep=int(self.ep[i]),
             etp=None if int(self.etp[i]) == int(self.tp[i]) else int(self.etp[i]),
             sequence_parallel=bool(self.sequence_parallel[i]),
             zero_stage=int(self.zero_stage[i]),
             distributed_optimizer=bool(self.distributed_optimizer[i]),
-            micro_batch=int(self.micro_batch[i]), global_batch=int(self.global_batch[i]),
+            micro_batch=int(self.micro_batch[i]),
+            global_batch=int(self.global_batch[i]),
             recompute=recompute,  # type: ignore[arg-type]
             recompute_layers=layers if (recompute == "full" and layers > 0) else None,
             offload_optimizer=bool(self.offload_optimizer[i]),
@@ -115,11 +134,18 @@ class LayoutBatch:
 
 def _spec_row(layout: LayoutSpec) -> dict[str, int]:
     return {
-        "tp": layout.tp, "pp": layout.pp, "vp": layout.vp, "cp": layout.cp, "dp": layout.dp,
-        "ep": layout.ep, "etp": layout.expert_tp,
-        "sequence_parallel": int(layout.sequence_parallel), "zero_stage": layout.zero_stage,
+        "tp": layout.tp,
+        "pp": layout.pp,
+        "vp": layout.vp,
+        "cp": layout.cp,
+        "dp": layout.dp,
+        "ep": layout.ep,
+        "etp": layout.expert_tp,
+        "sequence_parallel": int(layout.sequence_parallel),
+        "zero_stage": layout.zero_stage,
         "distributed_optimizer": int(layout.distributed_optimizer),
-        "micro_batch": layout.micro_batch, "global_batch": layout.global_batch,
+        "micro_batch": layout.micro_batch,
+        "global_batch": layout.global_batch,
         "recompute": RECOMPUTE_CODES[layout.recompute],
         "recompute_layers": layout.recompute_layers or 0,
         "offload_optimizer": int(layout.offload_optimizer),

@@ -27,7 +27,9 @@ def _loc_to_path(loc: tuple[Any, ...]) -> str:
     return "".join(parts)
 
 
-def spec_error_from_validation(err: ValidationError, prefix: str = "", source: str | None = None) -> SpecError:
+def spec_error_from_validation(
+    err: ValidationError, prefix: str = "", source: str | None = None
+) -> SpecError:
     """The first validation error, as a `SpecError` with a dotted field path."""
     first = err.errors()[0]
     path = _loc_to_path(tuple(first.get("loc", ())))
@@ -38,7 +40,9 @@ def spec_error_from_validation(err: ValidationError, prefix: str = "", source: s
     elif first.get("type") == "missing":
         reason = "required field is missing"
     given = first.get("input")
-    if first.get("type") not in ("missing", "extra_forbidden") and isinstance(given, (int, float, str)):
+    if first.get("type") not in ("missing", "extra_forbidden") and isinstance(
+        given, (int, float, str)
+    ):
         reason = f"{reason} (got {given!r})"
     return SpecError(reason, field=field, source=source)
 
@@ -67,7 +71,9 @@ def read_document(path: str | Path) -> Any:
         else:
             data = yaml.safe_load(text)
     except json.JSONDecodeError as err:
-        raise SpecError(f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}", source=str(p)) from None
+        raise SpecError(
+            f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}", source=str(p)
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

@@ -29,7 +29,9 @@ class MoESpec(Spec):
     expert_ffn_hidden_size: int = Field(gt=0)
     num_shared_experts: int = Field(default=0, ge=0)
     first_dense_layers: int = Field(default=0, ge=0, description="leading layers with a dense FFN")
-    layer_freq: int = Field(default=1, gt=0, description="every k-th layer (after the dense ones) is MoE")
+    layer_freq: int = Field(
+        default=1, gt=0, description="every k-th layer (after the dense ones) is MoE"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MoESpec:

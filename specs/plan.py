@@ -33,7 +33,9 @@ class ScheduleSpec(Spec):
     warmup_steps: int = Field(default=0, ge=0)
     decay_steps: int = Field(default=0, ge=0, description="wsd: steps of the final decay")
     decay_shape: Literal["linear", "cosine", "sqrt", "exponential"] = "linear"
-    start_lr: float | None = Field(default=None, ge=0, description="lr at step 0 after warmup; anneal starts at the stable lr")
+    start_lr: float | None = Field(
+        default=None, ge=0, description="lr at step 0 after warmup; anneal starts at the stable lr"
+    )
     weight_decay: float = Field(default=0.1, ge=0)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
@@ -78,7 +80,9 @@ class PhaseSpec(Spec):
     schedule: ScheduleSpec
     objective: ObjectiveSpec = ObjectiveSpec()
     data: tuple[DataSource, ...] = (DataSource(name="web", weight=1.0),)
-    init_from: PhaseName | None = Field(default=None, description="phase whose checkpoint starts this one")
+    init_from: PhaseName | None = Field(
+        default=None, description="phase whose checkpoint starts this one"
+    )
     rope_base: float | None = Field(default=None, gt=0, description="overrides the model's")
     checkpoint_every_steps: int = Field(default=1000, gt=0)
     time_s: float = Field(ge=0)
@@ -106,7 +110,9 @@ class Plan(Spec):
     compute_flops: float = Field(default=0.0, ge=0, description="model FLOPs of pretraining")
     law: dict[str, Any] = Field(default_factory=dict, description="the law used and its params")
     fixed_point: dict[str, Any] = Field(default_factory=dict, description="N/D/layout iterations")
-    search: dict[str, Any] = Field(default_factory=dict, description="layouts_evaluated, seconds, pareto, rejected")
+    search: dict[str, Any] = Field(
+        default_factory=dict, description="layouts_evaluated, seconds, pareto, rejected"
+    )
     phases: tuple[PhaseSpec, ...] = Field(min_length=1)
     notes: tuple[str, ...] = ()
 

@@ -15,7 +15,9 @@ SHARED_DATA = Path(os.environ.get("SCALEPLAN_SHARED_DATA", REPO_ROOT.parent / "s
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared ground-truth data not found at {SHARED_DATA} (set SCALEPLAN_SHARED_DATA)")
+        pytest.skip(
+            f"shared ground-truth data not found at {SHARED_DATA} (set SCALEPLAN_SHARED_DATA)"
+        )
     return SHARED_DATA
 
 

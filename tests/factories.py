@@ -50,14 +50,26 @@ def tiny_plan(
     `phase_overrides` other phase fields (e.g. {"grpo": {"steps": 30}})."""
     num_gpus = tp * pp * dp
     model = tiny_model(moe=moe, seq_length=seq_length, num_layers=num_layers)
-    most = max([num_gpus] + [int(f.get("tp", tp)) * int(f.get("pp", pp)) * int(f.get("dp", dp))
-                             for f in (phase_layouts or {}).values()])
+    most = max(
+        [num_gpus]
+        + [
+            int(f.get("tp", tp)) * int(f.get("pp", pp)) * int(f.get("dp", dp))
+            for f in (phase_layouts or {}).values()
+        ]
+    )
     cluster = make_cluster("H100-SXM5-80GB", most)
 
     def layout(gb: int = global_batch) -> LayoutSpec:
         return LayoutSpec(
-            tp=tp, pp=pp, dp=dp, ep=ep, etp=etp, micro_batch=micro_batch, global_batch=gb,
-            zero_stage=zero_stage, distributed_optimizer=distributed_optimizer,
+            tp=tp,
+            pp=pp,
+            dp=dp,
+            ep=ep,
+            etp=etp,
+            micro_batch=micro_batch,
+            global_batch=gb,
+            zero_stage=zero_stage,
+            distributed_optimizer=distributed_optimizer,
             # Megatron-core's MoELayer needs sequence parallelism with tp > 1
             sequence_parallel=moe and tp > 1,
         )
@@ -65,16 +77,26 @@ def tiny_plan(
     def phase(kind: str, **kw: object) -> PhaseSpec:
         seq = int(kw.pop("seq_length", seq_length))  # type: ignore[call-overload]
         base: dict[str, object] = {
-            "name": kind, "num_gpus": num_gpus, "layout": layout(), "seq_length": seq,
-            "tokens": float(steps * global_batch * seq), "steps": steps,
-            "time_s": 1.0, "cost_usd": 0.01, "mfu": 0.0, "checkpoint_every_steps": 10,
+            "name": kind,
+            "num_gpus": num_gpus,
+            "layout": layout(),
+            "seq_length": seq,
+            "tokens": float(steps * global_batch * seq),
+            "steps": steps,
+            "time_s": 1.0,
+            "cost_usd": 0.01,
+            "mfu": 0.0,
+            "checkpoint_every_steps": 10,
         }
         base.update(kw)
         return PhaseSpec.model_validate(base)
 
     lr = 3e-3
     wanted = {
-        "pretrain": phase("pretrain", schedule=ScheduleSpec(style="wsd", peak_lr=lr, min_lr=lr / 10, warmup_steps=2)),
+        "pretrain": phase(
+            "pretrain",
+            schedule=ScheduleSpec(style="wsd", peak_lr=lr, min_lr=lr / 10, warmup_steps=2),
+        ),
         "anneal": phase(
             "anneal",
             schedule=ScheduleSpec(style="wsd", peak_lr=lr, min_lr=lr / 10, decay_steps=steps),
@@ -106,7 +128,12 @@ def tiny_plan(
             "grpo",
             schedule=ScheduleSpec(style="constant", peak_lr=lr / 30),
             objective=ObjectiveSpec(
-                kind="grpo", group_size=4, clip_eps=0.2, kl_beta=0.02, max_response_tokens=8, prompt_tokens=16
+                kind="grpo",
+                group_size=4,
+                clip_eps=0.2,
+                kl_beta=0.02,
+                max_response_tokens=8,
+                prompt_tokens=16,
             ),
             data=(DataSource(name="rlvr", weight=1.0),),
             init_from="dpo",
@@ -120,5 +147,16 @@ def tiny_plan(
     chosen = [wanted[p] for p in phases]
     # a phase whose init_from is not in the plan starts from scratch
     names = {p.name for p in chosen}
-    chosen = [p if p.init_from in names or p.init_from is None else p.model_copy(update={"init_from": None}) for p in chosen]
-    return Plan(name=name, cluster=cluster, model=model, tokens=float(steps * global_batch * seq_length), phases=tuple(chosen))
+    chosen = [
+        p
+        if p.init_from in names or p.init_from is None
+        else p.model_copy(update={"init_from": None})
+        for p in chosen
+    ]
+    return Plan(
+        name=name,
+        cluster=cluster,
+        model=model,
+        tokens=float(steps * global_batch * seq_length),
+        phases=tuple(chosen),
+    )

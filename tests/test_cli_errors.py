@@ -85,8 +85,6 @@ FILE_CASES = [
 ]  # fmt: skip
 
 
-
-
 def _assert_one_line_error(code: int, out: str, err: str, words: list[str]) -> None:
     assert code == 2, (code, err)
     assert out == ""  # nothing written half-way

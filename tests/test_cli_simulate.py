@@ -18,8 +18,6 @@ ACCEPTANCE = [
 ]  # fmt: skip
 
 
-
-
 def test_acceptance_llama3_70b_on_64_h100(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(ACCEPTANCE, capsys)
     assert code == 0, err

@@ -244,8 +244,6 @@ FOUR_RANK_CASES = {
 }
 
 
-
-
 def _worker(cases_path: str, out_dir: str) -> None:
     import torch
     import torch.distributed as dist

@@ -17,17 +17,57 @@ from scaleplan.specs.errors import SpecError
 
 # command name -> (module, attribute, one-line help). Listed only if the module exists.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "plan": ("scaleplan.planner.cli.plan_cmd", "plan", "Turn a budget into a multi-phase training plan."),
-    "simulate": ("scaleplan.planner.cli.simulate_cmd", "simulate", "Dry-run a layout or a plan: FLOPs, memory, step time, cost."),
-    "validate": ("scaleplan.planner.cli.validate_cmd", "validate", "Check the simulator against measured published runs."),
+    "plan": (
+        "scaleplan.planner.cli.plan_cmd",
+        "plan",
+        "Turn a budget into a multi-phase training plan.",
+    ),
+    "simulate": (
+        "scaleplan.planner.cli.simulate_cmd",
+        "simulate",
+        "Dry-run a layout or a plan: FLOPs, memory, step time, cost.",
+    ),
+    "validate": (
+        "scaleplan.planner.cli.validate_cmd",
+        "validate",
+        "Check the simulator against measured published runs.",
+    ),
     "fit": ("scaleplan.planner.cli.fit_cmd", "fit", "Fit a scaling law to ladder runs."),
-    "optimal": ("scaleplan.planner.cli.fit_cmd", "optimal", "Compute-optimal N and D for a compute budget."),
-    "report": ("scaleplan.planner.cli.report_cmd", "report", "Write an HTML report with plots for a plan."),
-    "compile": ("scaleplan.executor.cli_compile", "compile_cmd", "Compile a plan into engine configs and launch scripts."),
-    "submit": ("scaleplan.executor.cli_compile", "submit_cmd", "Submit a compiled plan's phase chain to Slurm."),
-    "status": ("scaleplan.executor.cli_compile", "status_cmd", "Report each phase's Slurm state for a submitted run."),
-    "run": ("scaleplan.executor.cli_run", "run_cmd", "Train a plan's phases through Megatron-core / DeepSpeed."),
-    "calibrate": ("scaleplan.executor.cli_run", "calibrate_cmd", "Fit the hardware efficiency profile to measured steps."),
+    "optimal": (
+        "scaleplan.planner.cli.fit_cmd",
+        "optimal",
+        "Compute-optimal N and D for a compute budget.",
+    ),
+    "report": (
+        "scaleplan.planner.cli.report_cmd",
+        "report",
+        "Write an HTML report with plots for a plan.",
+    ),
+    "compile": (
+        "scaleplan.executor.cli_compile",
+        "compile_cmd",
+        "Compile a plan into engine configs and launch scripts.",
+    ),
+    "submit": (
+        "scaleplan.executor.cli_compile",
+        "submit_cmd",
+        "Submit a compiled plan's phase chain to Slurm.",
+    ),
+    "status": (
+        "scaleplan.executor.cli_compile",
+        "status_cmd",
+        "Report each phase's Slurm state for a submitted run.",
+    ),
+    "run": (
+        "scaleplan.executor.cli_run",
+        "run_cmd",
+        "Train a plan's phases through Megatron-core / DeepSpeed.",
+    ),
+    "calibrate": (
+        "scaleplan.executor.cli_run",
+        "calibrate_cmd",
+        "Fit the hardware efficiency profile to measured steps.",
+    ),
 }
 
 
