@@ -140,7 +140,11 @@ def stage_parts(
     cp_bwd_exposed = comm.exposed_after_overlap(2.0 * cp_fwd, lt.attn_core_bwd_s, 1.0)
     ep_fwd = 0.0
     if model.moe is not None:
-        a2a_bytes = tokens * model.moe.top_k * h * ACT_BYTES
+        # Each rank dispatches its own tokens: with TP that is its sequence-parallel shard
+        # (Megatron-core MoELayer needs sequence_parallel with tp>1; MoEAlltoAllTokenDispatcher
+        # all-to-alls the shard over EP, then all-gathers over expert TP, counted in tp_layer).
+        sp_shard = np.where(layouts.sequence_parallel > 0, tp, 1).astype(np.float64)
+        a2a_bytes = tokens * model.moe.top_k * h * ACT_BYTES / sp_shard
         ep_fwd = np.where(ep > 1, 2.0 * comm.all_to_all_s(a2a_bytes, ep, ep_bw, lat), 0.0)
     p2p_one = np.where(pp > 1, comm.p2p_s(act_bytes / tp, pp_bw, lat), 0.0)
     # --- recompute ---------------------------------------------------------------------------
