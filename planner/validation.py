@@ -287,8 +287,8 @@ def _layout(
     if recompute == "full" and layers_fraction < 1.0:
         per_stage = max(1, int(full_stage_layers(layers, pp, split)))
         recompute_layers = max(1, int(round(per_stage * layers_fraction)))
-    etp = None
-    if tp > 1 and (tp * cp * dp) % (tp * ep) != 0 and (tp * cp * dp) % ep == 0:
+    etp = _int(row, "etp")  # an optional column beyond the published-runs schema
+    if etp is None and tp > 1 and (tp * cp * dp) % (tp * ep) != 0 and (tp * cp * dp) % ep == 0:
         # The schema has no expert-TP column. Expert TP defaults to tp, which leaves no room
         # for this ep; the run folded EP over the TP ranks with unsplit experts (Megatron-core
         # expert_tensor_parallel_size=1, as Megatron-Bridge's MoE recipes set it).
@@ -342,7 +342,7 @@ def row_to_case(index: int, row: Mapping[str, str]) -> RunCase | SkippedRow:
 ASSUMABLE = (
     "micro_batch", "global_batch", "tp", "pp", "vp", "cp", "dp", "ep", "vocab", "seq_len",
     "kv_heads", "ffn_hidden", "gpus_per_node", "recompute", "sequence_parallel", "precision",
-    "zero_stage_or_fsdp",
+    "zero_stage_or_fsdp", "etp",
 )  # fmt: skip
 
 

@@ -228,3 +228,21 @@ def test_megatron_flags_in_notes_imply_the_distributed_optimizer() -> None:
     assert isinstance(plain, RunCase) and not plain.layout.distributed_optimizer
     stated = row_to_case(0, {**flagged, "zero_stage_or_fsdp": "FSDP FULL_SHARD"})
     assert isinstance(stated, RunCase) and stated.layout.zero_stage == 3  # the column wins
+
+
+def test_moe_row_whose_ep_only_fits_folded_gets_expert_tp_1() -> None:
+    """EP larger than dp*cp needs MoE parallel folding: expert-TP 1 is assumed and listed; an
+    optional `etp` column is taken as given; a row where no folding fits stays skipped."""
+    moe = {
+        **GOOD_ROW, "model_name": "MoE 8x", "params_billion": "", "moe_experts": "64",
+        "moe_topk": "2", "ffn_hidden": "3072", "tp": "2", "dp": "32", "ep": "64",
+    }  # fmt: skip
+    case = row_to_case(0, moe)
+    assert isinstance(case, RunCase), case
+    assert (case.layout.ep, case.layout.expert_tp, case.layout.tp) == (64, 1, 2)
+    assert any("expert_tensor_parallel=1" in a for a in case.assumptions)
+    stated = row_to_case(0, {**moe, "ep": "32", "etp": "2"})
+    assert isinstance(stated, RunCase) and stated.layout.expert_tp == 2
+    assert not any("expert_tensor_parallel" in a for a in stated.assumptions)
+    too_big = row_to_case(0, {**moe, "ep": "128", "moe_experts": "128"})
+    assert isinstance(too_big, SkippedRow) and "etp*ep" in too_big.reason
