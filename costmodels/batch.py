@@ -42,6 +42,8 @@ class LayoutBatch:
     overlap_param_gather: np.ndarray
     # embedding and loss counted as pipeline layers (costmodels.stage_layers); 0/1
     account_embedding_loss_in_pipeline_split: np.ndarray
+    # uneven (balanced) pipeline_model_parallel_layout (costmodels.stage_layers); 0/1
+    balanced_pipeline_layout: np.ndarray
 
     def __len__(self) -> int:
         return int(self.tp.shape[0])
@@ -85,6 +87,7 @@ class LayoutBatch:
             "overlap_grad_reduce": 1,
             "overlap_param_gather": 1,
             "account_embedding_loss_in_pipeline_split": 0,
+            "balanced_pipeline_layout": 0,
         }
         unknown = set(arrays) - set(defaults)
         if unknown:
@@ -129,6 +132,7 @@ class LayoutBatch:
             account_embedding_loss_in_pipeline_split=bool(
                 self.account_embedding_loss_in_pipeline_split[i]
             ),
+            balanced_pipeline_layout=bool(self.balanced_pipeline_layout[i]),
         )
 
 
@@ -156,4 +160,5 @@ def _spec_row(layout: LayoutSpec) -> dict[str, int]:
         "account_embedding_loss_in_pipeline_split": int(
             layout.account_embedding_loss_in_pipeline_split
         ),
+        "balanced_pipeline_layout": int(layout.balanced_pipeline_layout),
     }

@@ -174,15 +174,15 @@ def hardware_flops_per_token(
 
 
 def recompute_layers_fraction(
-    num_layers: int, pp: Any, recompute_layers: Any, split: Any = 0
+    num_layers: int, pp: Any, recompute_layers: Any, split: Any = 0, vp: Any = 1
 ) -> Any:
     """Fraction of a stage's layers that full recompute replays (`recompute_layers` 0/None = all).
 
-    `split`: the layouts' account_embedding_loss_in_pipeline_split (a full stage then holds
-    (L+2)/pp layers; `stage_layers`)."""
+    `split`: the layouts' `stage_layers.split_code` (a full stage holds (L+2)/pp layers with
+    the embedding/loss split, vp·ceil(L/(pp·vp)) with the balanced layout; `stage_layers`)."""
     if recompute_layers is None:
         return 1.0
-    per_stage = np.floor(full_stage_layers(num_layers, pp, split))
+    per_stage = np.floor(full_stage_layers(num_layers, pp, vp, split))
     layers = np.asarray(recompute_layers, dtype=np.float64)
     frac = np.where(layers <= 0, 1.0, np.minimum(layers / per_stage, 1.0))
     return float(frac) if frac.ndim == 0 else frac

@@ -25,7 +25,7 @@ from scaleplan.specs.model import ModelSpec
 from .batch import LayoutBatch
 from .memory_activations import BF16_BYTES, stage_activation_bytes
 from .memory_params import STAGES, RankParams, params_per_rank, rank_params, stage_rank
-from .stage_layers import stage_layers
+from .stage_layers import split_code, stage_layers
 
 __all__ = [
     "COMPONENTS",
@@ -146,7 +146,7 @@ def _comm_buffer_bytes(
             model.num_layers,
             layouts.pp,
             layouts.vp,
-            layouts.account_embedding_loss_in_pipeline_split,
+            split_code(layouts),
             rank,
         ),
         1.0,

@@ -22,7 +22,8 @@ min(2(pp - r - 1) + (vp - 1)·pp + 1, m·vp) model chunks of L/(pp·vp) layers (
 count + 1), i.e. pp·(1 + (pp-1)/(pp·vp)) micro-batches of L/pp layers on the first rank.
 With the embedding and loss counted in the pipeline split (Megatron-core
 account_for_embedding/loss_in_pipeline_split) the first rank's first chunk and the last rank's
-last chunk hold one layer fewer (`stage_layers`).
+last chunk hold one layer fewer; with the balanced layout (pipeline_model_parallel_layout) the
+last rank's last chunk holds a·K - L fewer (`stage_layers`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ from scaleplan.specs.model import ModelSpec
 
 from .batch import LayoutBatch
 from .memory_params import padded_vocab
-from .stage_layers import chunk_layers, layers_on_rank, light_chunks_in_flight, stage_layers
+from .stage_layers import (
+    chunk_layers,
+    layers_on_rank,
+    short_layers_in_flight,
+    split_code,
+    stage_layers,
+)
 
 BF16_BYTES = 2  # activations are kept in bf16/fp16 (Korthikanti §4.1 assumes 2 bytes)
 MASK_BYTES = 1  # dropout masks, one byte per element (Korthikanti §4.1)
@@ -167,13 +174,14 @@ def in_flight_layer_microbatches(
 ) -> np.ndarray:
     """Layer-activations x micro-batches pipeline rank `rank` holds at its peak."""
     pp, vp = layouts.pp, layouts.vp
-    split = layouts.account_embedding_loss_in_pipeline_split
+    split = split_code(layouts)
     m = np.maximum(layouts.num_microbatches, 1)
     plain = stage_layers(model.num_layers, pp, vp, split, rank) * np.minimum(pp - rank, m)
     chunks = np.minimum(2 * (pp - rank - 1) + (vp - 1) * pp + 1, m * vp)
-    # with the embedding/loss split, the first chunk of rank 0 (last of rank pp-1) is a layer short
-    interleaved = chunks * chunk_layers(model.num_layers, pp, vp, split) - light_chunks_in_flight(
-        pp, vp, split, rank, chunks
+    # the first chunk of rank 0 and the last of rank pp-1 may be short (embedding/loss split,
+    # balanced layout): their runs among the in-flight chunks hold fewer layers
+    interleaved = chunks * chunk_layers(model.num_layers, pp, vp, split) - short_layers_in_flight(
+        model.num_layers, pp, vp, split, rank, chunks
     )
     return np.where(vp > 1, interleaved, plain).astype(np.float64)
 
@@ -201,9 +209,7 @@ def stage_activation_bytes(
 ) -> ActivationBytes:
     """Peak activation bytes on pipeline rank `rank`, per layout."""
     pp = layouts.pp
-    n_dense, n_moe = layers_on_rank(
-        model, pp, layouts.vp, rank, layouts.account_embedding_loss_in_pipeline_split
-    )
+    n_dense, n_moe = layers_on_rank(model, pp, layouts.vp, rank, split_code(layouts))
     per_stage = np.maximum(n_dense + n_moe, 1.0)
 
     def per_layer(mode: str | None) -> np.ndarray:

@@ -26,7 +26,7 @@ from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import ModelSpec
 
 from .batch import LayoutBatch
-from .stage_layers import layers_on_rank
+from .stage_layers import layers_on_rank, split_code
 
 STAGES: tuple[str, ...] = ("first", "middle", "last")
 
@@ -101,9 +101,7 @@ def rank_params(
     tp, pp, vp = layouts.tp, layouts.pp, layouts.vp
     t = tp.astype(np.float64)
     rank = stage_rank(stage, pp)
-    n_dense, n_moe = layers_on_rank(
-        model, pp, vp, rank, layouts.account_embedding_loss_in_pipeline_split
-    )
+    n_dense, n_moe = layers_on_rank(model, pp, vp, rank, split_code(layouts))
     per_layer = attention_params_rank(model, tp) + model.norm_params_per_layer
     dense = (n_dense + n_moe) * per_layer + n_dense * _mlp_params_rank(
         model, model.ffn_hidden_size, t

@@ -24,6 +24,7 @@ from . import flops
 from .batch import LayoutBatch
 from .compute import optimizer_step_s
 from .pipeline import PipelineTimeline, simulate_schedule
+from .stage_layers import split_code
 from .step_parts import StageParts, _unique_rows, stage_parts
 
 STEP_FIELDS = (
@@ -104,8 +105,8 @@ def estimate_step_batch(
     pipeline_s = m * t_max + (t_sum - t_max) / v
     bubble_s = pipeline_s - m * t_max
     # The critical (slowest) stage: stages differ in the embedding, the LM head, their
-    # parameters (DP sync, optimizer) and, when the embedding and loss count as pipeline layers,
-    # in one transformer layer fewer on the first and last stages (costmodels.stage_layers).
+    # parameters (DP sync, optimizer) and in their transformer layers when the pipeline split is
+    # uneven (embedding/loss split, balanced layout: costmodels.stage_layers).
     crit_last = np.where(pp > 2, t[2] >= np.maximum(t[0], t[1]), t[2] >= t[0]) & ~single
     crit_mid = (pp > 2) & (t[1] > np.maximum(t[0], t[2]))
 
@@ -127,9 +128,8 @@ def estimate_step_batch(
     peak = cluster.gpu.peak_flops("bf16")
     mfu = flops.model_flops_per_token(model, seq_length) * tok_per_gpu / peak
     frac = flops.recompute_layers_fraction(
-        model.num_layers, pp, layouts.recompute_layers,
-        layouts.account_embedding_loss_in_pipeline_split,
-    )  # fmt: skip
+        model.num_layers, pp, layouts.recompute_layers, split_code(layouts), layouts.vp
+    )
     hw = flops.hardware_flops_per_token(model, seq_length, layouts.recompute, frac)
     hfu = hw * tok_per_gpu / peak
     if with_memory:

@@ -33,7 +33,7 @@ from . import comm, flops
 from .batch import LayoutBatch
 from .compute import ACT_BYTES, layer_times
 from .memory_params import stage_rank
-from .stage_layers import full_stage_layers, layer_slots, stage_layers
+from .stage_layers import full_stage_layers, full_stage_share, split_code, stage_layers
 from .topology import links_for
 
 STAGE_NAMES = ("first", "middle", "last")
@@ -150,19 +150,22 @@ def stage_parts(
     # --- recompute ---------------------------------------------------------------------------
     full = layouts.recompute == 2
     selective = layouts.recompute == 1
-    split = layouts.account_embedding_loss_in_pipeline_split
+    split = split_code(layouts)
     frac = np.asarray(
-        flops.recompute_layers_fraction(model.num_layers, pp, layouts.recompute_layers, split)
+        flops.recompute_layers_fraction(
+            model.num_layers, pp, layouts.recompute_layers, split, layouts.vp
+        )
     )
     frac = np.where(full, frac, 0.0) * np.ones_like(mb)
-    # --- the transformer layers of a full stage (Megatron needs L % pp == 0, or (L+2) % pp == 0
-    # when the embedding and loss count as layers: then the first and last stages hold one
-    # fewer; costmodels.stage_layers). Dense and MoE layers are spread evenly. ---------------
+    # --- the transformer layers of a full (busiest) stage: L/pp; (L+2)/pp when the embedding
+    # and loss count as layers (the first and last stages hold one fewer); vp·ceil(L/(pp·vp))
+    # with the balanced layout (the last stage's last chunk is short): costmodels.stage_layers.
+    # Dense and MoE layers are spread evenly. --------------------------------------------------
     ppf = pp.astype(np.float64)
-    slots_per_layer = layer_slots(model.num_layers, split) / model.num_layers
-    n_dense = model.num_dense_layers / ppf * slots_per_layer
-    n_moe = model.num_moe_layers / ppf * slots_per_layer
-    layers = full_stage_layers(model.num_layers, pp, split)
+    share_of_average = full_stage_share(model.num_layers, pp, layouts.vp, split)
+    n_dense = model.num_dense_layers / ppf * share_of_average
+    n_moe = model.num_moe_layers / ppf * share_of_average
+    layers = full_stage_layers(model.num_layers, pp, layouts.vp, split)
     fwd = n_dense * lt.dense_fwd_s
     bwd = n_dense * lt.dense_bwd_s
     if model.moe is not None:
@@ -221,7 +224,7 @@ def stage_parts(
         # this stage's share of a full stage's layer work (1 unless it is a layer short)
         share = (
             stage_layers(model.num_layers, pp, layouts.vp, split, stage_rank(name, pp)) / layers
-            if split.any()
+            if (split != 0).any()
             else 1.0
         )
         stage_pp_s = 2.0 * p2p_one + comm.exposed_after_overlap(inner_p2p, share * body, 1.0)

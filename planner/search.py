@@ -17,7 +17,7 @@ import numpy as np
 
 from scaleplan.costmodels.batch import LayoutBatch
 from scaleplan.costmodels.memory import GIB, memory_per_gpu
-from scaleplan.costmodels.stage_layers import embedding_loss_split
+from scaleplan.costmodels.stage_layers import balanced_layout, embedding_loss_split
 from scaleplan.costmodels.step import StepBatch, estimate_step_batch
 from scaleplan.specs.hardware import ClusterSpec
 from scaleplan.specs.layout import RECOMPUTE_CODES, LayoutSpec, layout_violations
@@ -116,7 +116,8 @@ def candidate_grid(
     """Every combination of the space's values, as a LayoutBatch, and the GPU count of each.
 
     With `num_layers`, layouts whose pp*vp divides num_layers + 2 but not num_layers count the
-    embedding and loss as pipeline layers (`embedding_loss_split`)."""
+    embedding and loss as pipeline layers (`embedding_loss_split`); where neither divides, they
+    take the balanced uneven layout where it is valid (`balanced_layout`)."""
     opt = np.array([OPTIMIZER_MODES[o] for o in space.optimizer], dtype=np.int64)
     rec = np.array([RECOMPUTE_CODES[r] for r in space.recompute], dtype=np.int64)
     axes = [
@@ -143,6 +144,7 @@ def candidate_grid(
     dp = np.maximum(gpus // (tp * pp * cp), 1)
     gb = round_global_batch(target_sequences, dp, mb, pp, vp)
     split = 0 if num_layers is None else embedding_loss_split(num_layers, pp, vp)
+    balanced = 0 if num_layers is None else balanced_layout(num_layers, pp, vp)
     batch = LayoutBatch.from_arrays(
         tp=tp,
         pp=pp,
@@ -158,6 +160,7 @@ def candidate_grid(
         global_batch=gb,
         recompute=rc,
         account_embedding_loss_in_pipeline_split=split,
+        balanced_pipeline_layout=balanced,
     )
     return batch, gpus
 
@@ -389,6 +392,7 @@ __all__ = [
     "SearchResult",
     "SearchSpace",
     "candidate_grid",
+    "balanced_layout",
     "embedding_loss_split",
     "round_global_batch",
     "search_layouts",

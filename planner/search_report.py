@@ -51,6 +51,8 @@ def describe(cand: LayoutBatch, i: int, num_gpus: int | None = None) -> str:
         parts.append(f"etp{cand.etp[i]}")  # expert TP differs from tp (EP folded over TP)
     if cand.account_embedding_loss_in_pipeline_split[i]:
         parts.append("emb+loss-in-pp")  # embedding and loss counted as pipeline layers
+    if cand.balanced_pipeline_layout[i]:
+        parts.append("balanced-pp")  # uneven pipeline_model_parallel_layout (stage_layers)
     if cand.sequence_parallel[i]:
         parts.append("sp")
     parts += [

@@ -22,13 +22,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from scaleplan.costmodels.stage_layers import embedding_loss_split, full_stage_layers
+from scaleplan.costmodels.stage_layers import (
+    BALANCED,
+    EMBEDDING_LOSS,
+    EVEN,
+    balanced_layout,
+    chunk_layer_counts,
+    embedding_loss_split,
+    full_stage_layers,
+)
 from scaleplan.specs.efficiency import default_profile_for
 from scaleplan.specs.errors import SpecError
 from scaleplan.specs.hardware import ClusterSpec, get_gpu, make_cluster
 from scaleplan.specs.layout import LayoutSpec, validate_layout
 from scaleplan.specs.loader import spec_error_from_validation
-from scaleplan.specs.model import ModelSpec, MoESpec
+from scaleplan.specs.model import ModelSpec, MoESpec, get_model
 
 from .validation_rows import (
     flop_convention,
@@ -43,6 +51,11 @@ from .validation_rows import (
 METRICS = ("step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu", "hfu")
 DEFAULT_VOCAB = 51200  # Megatron's padded GPT-2 BPE vocabulary (Narayanan 2021 section 5.1)
 PARAMS_TOLERANCE = 0.25  # an architecture further than this from params_billion is not trusted
+# Rows of a model the schema cannot express (MLA, shared experts, leading dense layers) that a
+# catalog preset describes: model_name pattern -> preset (the row keeps its seq_len)
+PRESET_ROWS = ((re.compile(r"deepseek-?v3", re.IGNORECASE), "deepseek-v3"),)
+# Multi-token prediction (DeepSeek-V3 section 2.2) adds modules no cost model counts yet
+MTP_ROW = re.compile(r"\bw(ith|/)\s*MTP\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,19 @@ def _model(row: Mapping[str, str], assumptions: list[str]) -> ModelSpec:
     seq = _int(row, "seq_len")
     if not (layers and hidden and heads and seq):
         raise SpecError("layers, hidden, heads and seq_len are needed", field="model")
+    if MTP_ROW.search(name):
+        raise SpecError(
+            "multi-token prediction (MTP) modules are not modelled (extra layers on the last "
+            "pipeline stage and their loss)",
+            field="model_name",
+        )
+    for pattern, preset in PRESET_ROWS:
+        if pattern.search(name):
+            assumptions.append(
+                f"architecture from the catalog preset {preset}; the schema cannot express "
+                "MLA/shared experts/dense layers"
+            )
+            return get_model(preset).model_copy(update={"seq_length": seq})
     kv = _int(row, "kv_heads") or heads
     vocab = _int(row, "vocab")
     if vocab is None:
@@ -283,9 +309,30 @@ def _layout(
             f"embedding and loss counted as pipeline layers (layers={layers} does not divide "
             f"by pp*vp={chunks}, layers+2 does; account_for_embedding/loss_in_pipeline_split)"
         )
+    # Neither splits evenly: Megatron-Bridge's recipes for such depths (DeepSeek-V3, 61 layers)
+    # set an uneven pipeline_model_parallel_layout; the balanced one where it is valid.
+    balanced = bool(balanced_layout(layers, pp, vp))
+    if balanced:
+        counts = chunk_layer_counts(layers, pp, vp, BALANCED)
+        assumptions.append(
+            f"balanced pipeline layout (layers={layers} splits over pp*vp={chunks} neither "
+            f"evenly nor with embedding and loss counted; {counts[0]} layers per model chunk, "
+            f"{counts[-1]} on the last: pipeline_model_parallel_layout as Megatron-Bridge's "
+            "DeepSeek-V3 recipes)"
+        )
+    code = BALANCED if balanced else EMBEDDING_LOSS if split else EVEN
+    if code == EVEN and layers % chunks:
+        a = -(-layers // chunks)
+        raise SpecError(
+            f"layers={layers} split over pp*vp={chunks} model chunks neither evenly, nor with "
+            f"the embedding and loss counted (layers+2={layers + 2}), nor balanced ({a} per "
+            f"chunk leave {layers - a * (chunks - 1)} for the last); the run's own "
+            "pipeline_model_parallel_layout is not in the row",
+            field="vp",
+        )
     recompute_layers = None
     if recompute == "full" and layers_fraction < 1.0:
-        per_stage = max(1, int(full_stage_layers(layers, pp, split)))
+        per_stage = max(1, int(full_stage_layers(layers, pp, vp, code)))
         recompute_layers = max(1, int(round(per_stage * layers_fraction)))
     etp = _int(row, "etp")  # an optional column beyond the published-runs schema
     if etp is None and tp > 1 and (tp * cp * dp) % (tp * ep) != 0 and (tp * cp * dp) % ep == 0:
@@ -301,7 +348,7 @@ def _layout(
         tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, ep=ep, etp=etp, sequence_parallel=sp and tp > 1,
         zero_stage=zero, distributed_optimizer=dist_opt, micro_batch=mb, global_batch=gb,
         recompute=recompute, recompute_layers=recompute_layers, precision=precision,
-        account_embedding_loss_in_pipeline_split=split,
+        account_embedding_loss_in_pipeline_split=split, balanced_pipeline_layout=balanced,
     )  # fmt: skip
 
 

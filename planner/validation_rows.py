@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from scaleplan.costmodels import flops
+from scaleplan.costmodels.stage_layers import split_code
 from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import ModelSpec
 
@@ -31,10 +32,7 @@ def flops_per_token_for(convention: str, model: ModelSpec, layout: LayoutSpec, s
         return float(flops.hardware_flops_per_token(model, seq, "full"))
     if convention == "hardware":
         frac = flops.recompute_layers_fraction(
-            model.num_layers,
-            layout.pp,
-            layout.recompute_layers,
-            layout.account_embedding_loss_in_pipeline_split,
+            model.num_layers, layout.pp, layout.recompute_layers, split_code(layout), layout.vp
         )
         return float(flops.hardware_flops_per_token(model, seq, layout.recompute, frac))
     return float(flops.model_flops_per_token(model, seq))

@@ -54,6 +54,16 @@ class LayoutSpec(Spec):
             "account_for_embedding_in_pipeline_split + account_for_loss_in_pipeline_split)"
         ),
     )
+    balanced_pipeline_layout: bool = Field(
+        default=False,
+        description=(
+            "uneven pipeline split for layer counts that divide neither way (Megatron-core "
+            "pipeline_model_parallel_layout as Megatron-Bridge's DeepSeek-V3 recipes build it): "
+            "with K = pp*vp model chunks and a = ceil(num_layers/K), chunk 0 holds the "
+            "embedding and a layers, chunks 1..K-2 a layers each, chunk K-1 the remaining "
+            "num_layers - a*(K-1) >= 0 layers and the loss"
+        ),
+    )
 
     @model_validator(mode="after")
     def _self_consistency(self) -> LayoutSpec:
@@ -85,6 +95,15 @@ class LayoutSpec(Spec):
         return self.distributed_optimizer or self.zero_stage >= 1
 
 
+def balanced_chunk_layers(num_layers: int, chunks: Any) -> tuple[Any, Any]:
+    """(a, last): decoder layers of a full model chunk and of the last one in the balanced
+    layout (`LayoutSpec.balanced_pipeline_layout`; Megatron-Bridge DeepSeek-V3 recipes'
+    pipeline_model_parallel_layout): a = ceil(L/K), last = L - a*(K-1), valid where last >= 0.
+    Works on ints and numpy arrays."""
+    per_chunk = -(-num_layers // chunks)
+    return per_chunk, num_layers - per_chunk * (chunks - 1)
+
+
 def layout_violations(
     lay: dict[str, Any],
     *,
@@ -109,6 +128,10 @@ def layout_violations(
     # account_for_loss_in_pipeline_split (core v0.16): the embedding and the loss take one
     # layer slot each, so num_layers + 2 slots split over pp*vp model chunks.
     split = lay.get("account_embedding_loss_in_pipeline_split", 0)
+    # Megatron-core pipeline_model_parallel_layout, balanced as Megatron-Bridge's DeepSeek-V3
+    # recipes build it: no divisibility rule, but the last chunk cannot hold fewer than 0 layers
+    balanced = lay.get("balanced_pipeline_layout", 0)
+    _, last_chunk = balanced_chunk_layers(num_layers, pp * vp)
     moe = num_experts > 1
     rules: list[tuple[str, Any, str]] = [
         ("tp", num_heads % tp != 0, f"num_heads={num_heads} is not divisible by tp"),
@@ -121,15 +144,29 @@ def layout_violations(
         ("pp", pp > num_layers, f"pp exceeds num_layers={num_layers}"),
         (
             "vp",
-            (split == 0) & (num_layers % (pp * vp) != 0),
+            (split == 0) & (balanced == 0) & (num_layers % (pp * vp) != 0),
             f"num_layers={num_layers} is not divisible by pp*vp (with "
-            "account_embedding_loss_in_pipeline_split, num_layers+2 must be instead)",
+            "account_embedding_loss_in_pipeline_split, num_layers+2 must be instead; "
+            "balanced_pipeline_layout needs neither)",
         ),
         (
             "vp",
             (split != 0) & ((num_layers + 2) % (pp * vp) != 0),
             f"num_layers+2={num_layers + 2} (embedding and loss counted as layers: "
             "account_embedding_loss_in_pipeline_split) is not divisible by pp*vp",
+        ),
+        (
+            "vp",
+            (balanced != 0) & (last_chunk < 0),
+            f"balanced_pipeline_layout: ceil(num_layers/(pp*vp)) layers on each of the first "
+            f"pp*vp-1 model chunks leave the last one fewer than 0 of num_layers={num_layers}",
+        ),
+        (
+            "balanced_pipeline_layout",
+            (balanced != 0) & (split != 0),
+            "balanced_pipeline_layout and account_embedding_loss_in_pipeline_split exclude "
+            "one another (Megatron-core refuses pipeline_model_parallel_layout with the "
+            "account_for_* options)",
         ),
         ("vp", (vp > 1) & (pp == 1), "virtual stages (vp>1) need pp>1"),
         (
@@ -218,6 +255,7 @@ def layout_as_dict(layout: LayoutSpec) -> dict[str, int]:
         "account_embedding_loss_in_pipeline_split": int(
             layout.account_embedding_loss_in_pipeline_split
         ),
+        "balanced_pipeline_layout": int(layout.balanced_pipeline_layout),
     }
 
 
@@ -249,9 +287,11 @@ def validate_layout(
             "recompute_layers applies only to recompute='full'",
             field=f"{field_prefix}.recompute_layers",
         )
-    # a stage that holds neither the embedding nor the loss
+    # a stage that holds neither the embedding nor the loss (nor the short last chunk)
     slots = model.num_layers + (2 if layout.account_embedding_loss_in_pipeline_split else 0)
     stage_layers = slots // layout.pp
+    if layout.balanced_pipeline_layout:
+        stage_layers = layout.vp * balanced_chunk_layers(model.num_layers, layout.pp * layout.vp)[0]
     if layout.recompute_layers is not None and layout.recompute_layers > stage_layers:
         raise SpecError(
             f"recompute_layers={layout.recompute_layers} exceeds the {stage_layers} "

@@ -151,6 +151,22 @@ def big_variants() -> dict[str, Plan]:
             global_batch=1024,
             precision="fp8",
         ),
+        # DeepSeek-V3 as Megatron-Bridge runs it on GB200 (row 55 of published_runs_dev.csv):
+        # 61 layers on PP4 x VP4 with the balanced layout (4 per chunk, 1 on the last)
+        "deepseek_v3_pp4vp4_balanced": big_plan(
+            "deepseek-v3",
+            256,
+            4096,
+            tp=1,
+            pp=4,
+            vp=4,
+            dp=64,
+            ep=64,
+            distributed_optimizer=True,
+            micro_batch=1,
+            global_batch=4096,
+            balanced_pipeline_layout=True,
+        ),
         # Llama 3 8B with ZeRO-3 + offload (DeepSpeed's home ground)
         "llama3_8b_zero3_offload": big_plan(
             "llama3-8b",

@@ -241,6 +241,37 @@ FOUR_RANK_CASES = {
         phases=("pretrain",),
         phase_layouts={"pretrain": {"vp": 2, "account_embedding_loss_in_pipeline_split": True}},
     ),
+    # balanced uneven layout (pipeline_model_parallel_layout): 7 layers on pp=4 hold 2, 2, 2, 1;
+    # 6 layers on pp=4 leave the last stage no decoder layer; on pp=2 x vp=2 chunks 2, 2 | 2, 1
+    "balanced_pp4_7_layers": tiny_plan(
+        pp=4,
+        num_layers=7,
+        phases=("pretrain",),
+        phase_layouts={"pretrain": {"balanced_pipeline_layout": True}},
+    ),
+    "balanced_pp4_6_layers_empty_last": tiny_plan(
+        pp=4,
+        num_layers=6,
+        phases=("pretrain",),
+        phase_layouts={"pretrain": {"balanced_pipeline_layout": True}},
+    ),
+    "balanced_pp2dp2_vp2_7_layers": tiny_plan(
+        pp=2,
+        dp=2,
+        num_layers=7,
+        phases=("pretrain",),
+        phase_layouts={"pretrain": {"vp": 2, "balanced_pipeline_layout": True}},
+    ),
+    # MoE layers (experts split over EP 2) with the balanced layout over pp=2 x vp=2
+    "moe_balanced_pp2dp2_vp2_ep2_7_layers": tiny_plan(
+        pp=2,
+        dp=2,
+        ep=2,
+        moe=True,
+        num_layers=7,
+        phases=("pretrain",),
+        phase_layouts={"pretrain": {"vp": 2, "balanced_pipeline_layout": True}},
+    ),
 }
 
 

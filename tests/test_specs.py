@@ -34,6 +34,8 @@ RULES = [
     ("pp>layers", {}, dict(pp=8, global_batch=8), None, None, "pp", "num_layers=4"),
     ("layers%ppvp", {}, dict(pp=3, global_batch=8), None, None, "vp", "pp*vp"),
     ("layers+2%ppvp", {}, dict(pp=4, account_embedding_loss_in_pipeline_split=True, global_batch=8), None, None, "vp", "num_layers+2=6"),
+    ("balanced_last<0", dict(num_layers=5), dict(pp=4, balanced_pipeline_layout=True, global_batch=8), None, None, "vp", "fewer than 0"),
+    ("balanced+split", {}, dict(pp=2, balanced_pipeline_layout=True, account_embedding_loss_in_pipeline_split=True, global_batch=8), None, None, "balanced_pipeline_layout", "exclude"),
     ("vp_needs_pp", {}, dict(vp=2, global_batch=8), None, None, "vp", "need pp>1"),
     ("interleaved_m%pp", {}, dict(pp=2, vp=2, global_batch=3), None, None, "vp", "micro-batches"),
     ("mb>gb", {}, dict(micro_batch=4, global_batch=2), None, None, "micro_batch", "exceeds"),

@@ -17,7 +17,7 @@ from scaleplan.costmodels.pipeline import _op_order
 from scaleplan.costmodels.stage_layers import (
     layer_rank_mask,
     layers_on_rank,
-    light_chunks_in_flight,
+    short_layers_in_flight,
     stage_layers,
 )
 from scaleplan.costmodels.step import estimate_step, estimate_step_batch
@@ -118,9 +118,9 @@ def test_light_chunk_count_follows_megatrons_interleaved_order(pp: int, vp: int,
         forwards = [c for kind, _, c in _op_order(rank, pp, m, vp) if kind == "forward"]
         short = 0 if rank == 0 else vp - 1
         for n in range(1, len(forwards) + 1):
-            got = light_chunks_in_flight(pp, vp, 1, rank, n)
+            got = short_layers_in_flight(30, pp, vp, 1, rank, n)
             assert got == sum(c == short for c in forwards[:n]), (rank, n)
-        assert light_chunks_in_flight(pp, vp, 0, rank, len(forwards)) == 0
+        assert short_layers_in_flight(30, pp, vp, 0, rank, len(forwards)) == 0
 
 
 # --- parameters, memory and step time ----------------------------------------------------------
@@ -203,7 +203,7 @@ def test_validation_predicts_the_row_with_the_split_and_says_so() -> None:
     even = row_to_case(0, {**ROW_405B, "layers": "128", "params_billion": "411"})
     assert not even.layout.account_embedding_loss_in_pipeline_split  # type: ignore[union-attr]
     skipped = row_to_case(1, {**ROW_405B, "vp": "3"})  # neither 126 nor 128 splits into 24
-    assert "num_layers=126 is not divisible by pp*vp" in skipped.reason  # type: ignore[union-attr]
+    assert "layers=126 split over pp*vp=24 model chunks neither" in skipped.reason  # type: ignore[union-attr]
 
 
 def test_search_counts_embedding_and_loss_where_only_that_splits() -> None:

@@ -88,6 +88,12 @@ def _refuse(ctx: PhaseContext) -> None:
             "partitions stages by parameter count",
         ),
         (
+            lay.balanced_pipeline_layout and lay.pp > 1,
+            "balanced_pipeline_layout",
+            "the balanced uneven layer layout is Megatron-core's pipeline_model_parallel_layout; "
+            "the PipelineModule here partitions stages by parameter count",
+        ),
+        (
             lay.sequence_parallel,
             "sequence_parallel",
             "Megatron sequence parallelism has no DeepSpeed config equivalent",

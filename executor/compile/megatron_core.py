@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from scaleplan.costmodels.stage_layers import chunk_layer_counts, split_code
 from scaleplan.specs.errors import NotImplementedFeature, SpecError
+from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import ModelSpec
 
 from .common import PhaseContext, data_blend
@@ -58,6 +60,28 @@ def _recompute(ctx: PhaseContext) -> dict[str, Any]:
     }
 
 
+def pipeline_layout(model: ModelSpec, lay: LayoutSpec) -> list[list[str]]:
+    """Megatron-core `pipeline_model_parallel_layout` (core v0.16.1, PipelineParallelLayerLayout)
+    of the layout's split, one list per virtual stage k (rank k % pp, model chunk k // pp): the
+    embedding first, the decoder layers `stage_layers.chunk_layer_counts` places, the loss last."""
+    counts = chunk_layer_counts(model.num_layers, lay.pp, lay.vp, int(split_code(lay)))
+    chunks = [["decoder"] * n for n in counts]
+    chunks[0].insert(0, "embedding")
+    chunks[-1].append("loss")
+    return chunks
+
+
+def pipeline_layout_string(model: ModelSpec, lay: LayoutSpec) -> str:
+    """The same layout in the string form of Megatron-LM's --pipeline-model-parallel-layout
+    (PipelineParallelLayerLayout.parse_str_to_list: E embedding, t decoder, L loss, | between
+    virtual stages, x*n repeats x), e.g. 61 layers on pp 8: 'Et*8|t*8|t*8|...|t*5L'."""
+    counts = chunk_layer_counts(model.num_layers, lay.pp, lay.vp, int(split_code(lay)))
+    stages = [f"t*{n}" if n else "" for n in counts]
+    stages[0] = "E" + stages[0]
+    stages[-1] += "L"
+    return "|".join(stages)
+
+
 def transformer_config(ctx: PhaseContext) -> tuple[str, dict[str, Any]]:
     """(config class name, keyword arguments) of the phase's TransformerConfig."""
     model, lay = ctx.plan.model, ctx.phase.layout
@@ -98,6 +122,10 @@ def transformer_config(ctx: PhaseContext) -> tuple[str, dict[str, Any]]:
         # slot each in the pipeline split, (num_layers + 2) / (pp*vp) slots per model chunk
         kw["account_for_embedding_in_pipeline_split"] = True
         kw["account_for_loss_in_pipeline_split"] = True
+    if lay.balanced_pipeline_layout:
+        # Megatron-core TransformerConfig.pipeline_model_parallel_layout (core v0.16.1): the
+        # balanced uneven split, as Megatron-Bridge's DeepSeek-V3 recipes set it
+        kw["pipeline_model_parallel_layout"] = pipeline_layout(model, lay)
     if lay.precision == "fp8":
         # Micikevicius et al. 2022 (FP8 formats): E4M3 forward, E5M2 gradients = "hybrid"
         kw.update(

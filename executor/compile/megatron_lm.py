@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from scaleplan.specs.errors import NotImplementedFeature
 
 from .common import PhaseContext, data_blend, phase_contexts
-from .megatron_core import fsdp_strategy, moe_layer_freq
+from .megatron_core import fsdp_strategy, moe_layer_freq, pipeline_layout_string
 
 MEGATRON_LM_VERSION = "core_v0.16.1"
 _WSD_SHAPES = {
@@ -181,7 +181,11 @@ def _layout_args(ctx: PhaseContext) -> list[str]:
     if split:
         # embedding and loss count as one layer each in the pipeline split (core_v0.16.1)
         out += ["--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split"]
-    if lay.vp > 1:
+    if lay.balanced_pipeline_layout:
+        # core_v0.16.1 arguments: the layout string fixes every stage's layers; Megatron-LM
+        # derives vp from its number of stages (pp*vp), so no per-virtual-stage layer count
+        out += ["--pipeline-model-parallel-layout", pipeline_layout_string(ctx.plan.model, lay)]
+    elif lay.vp > 1:
         # Megatron-LM derives vp = (num_layers [+2 with the flags above]) / pp / this
         slots = ctx.plan.model.num_layers + (2 if split else 0)
         out += ["--num-layers-per-virtual-pipeline-stage", str(slots // (lay.pp * lay.vp))]

@@ -24,6 +24,7 @@ LAYOUT_FLAGS = (
     "tp", "pp", "vp", "cp", "dp", "ep", "etp", "sequence_parallel", "zero_stage",
     "distributed_optimizer", "micro_batch", "global_batch", "recompute", "recompute_layers",
     "offload_optimizer", "offload_params", "precision", "account_embedding_loss_in_pipeline_split",
+    "balanced_pipeline_layout",
 )  # fmt: skip
 
 Section = Callable[[SimulationInput, dict[str, Any]], dict[str, Any]]
@@ -46,13 +47,11 @@ def _summary_section(inp: SimulationInput, result: dict[str, Any]) -> dict[str, 
 
 def _flops_section(inp: SimulationInput, result: dict[str, Any]) -> dict[str, Any]:
     from scaleplan.costmodels import flops
+    from scaleplan.costmodels.stage_layers import split_code
 
     lay = inp.layout
     fraction = flops.recompute_layers_fraction(
-        inp.model.num_layers,
-        lay.pp,
-        lay.recompute_layers,
-        lay.account_embedding_loss_in_pipeline_split,
+        inp.model.num_layers, lay.pp, lay.recompute_layers, split_code(lay), lay.vp
     )
     report = flops.flops_report(inp.model, inp.seq_length, lay.recompute, float(fraction))
     tokens_per_step = lay.global_batch * inp.seq_length
@@ -118,6 +117,8 @@ def _render_header(result: dict[str, Any], console: Any) -> None:
     ]
     if lay.get("account_embedding_loss_in_pipeline_split"):
         parts.append("(embedding+loss in pp split)")
+    if lay.get("balanced_pipeline_layout"):
+        parts.append("(balanced pp layout)")
     console.print(
         f"[bold]{result['name']}[/bold]: {result['model']} "
         f"({result['params_total'] / 1e9:.2f}B params, {result['params_active'] / 1e9:.2f}B active) "
@@ -243,6 +244,15 @@ _POS = click.IntRange(min=1)
     default=None,
     help="count the embedding and loss as pipeline layers ((layers+2) % (pp*vp) == 0; "
     "Megatron --account-for-embedding/loss-in-pipeline-split)",
+)
+@click.option(
+    "--balanced-pp",
+    "balanced_pipeline_layout",
+    is_flag=True,
+    default=None,
+    help="uneven pipeline layout for layers that split neither way: ceil(layers/(pp*vp)) per "
+    "model chunk, the rest on the last (Megatron --pipeline-model-parallel-layout, as "
+    "Megatron-Bridge's DeepSeek-V3 recipes)",
 )
 @click.option(
     "--tokens", type=click.FloatRange(min=0, min_open=True), help="token budget: time and $"
