@@ -379,3 +379,28 @@ def test_validation_rows_of_deepseek_v3() -> None:
     # a row whose layers do split evenly keeps the plain split
     even = row_to_case(55, {**rows[55], "pp": "1", "vp": "", "dp": "256", "ep": "64"})
     assert not even.layout.balanced_pipeline_layout  # type: ignore[union-attr]
+
+
+@needs_megatron
+@pytest.mark.slow
+def test_a_balanced_pipeline_trains_on_cpu(engine_env: dict[str, str], tmp_path: Path) -> None:
+    """3 layers on pp=2 (2 + 1: neither 3 nor 5 divides by 2) train through the executor's
+    megatron-core loop on 2 CPU processes, and the loss falls."""
+    from factories import tiny_plan
+
+    from scaleplan.executor.run import run_plan
+
+    plan = tiny_plan(
+        pp=2, num_layers=3, steps=8, phases=("pretrain",),
+        phase_layouts={"pretrain": {BAL: True}},
+        phase_overrides={"pretrain": {"checkpoint_every_steps": 1000}},
+    )  # fmt: skip
+    path = tmp_path / "plan.json"
+    path.write_text(plan.model_dump_json(indent=1))
+    (result,) = run_plan(path, "all", tmp_path / "run", nproc=2, env=engine_env, log=False)
+    assert result.status == "trained"
+    lines = (tmp_path / "run" / "metrics" / "pretrain.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    assert records[0]["layout"][BAL] is True
+    steps = [r for r in records if r["event"] == "step"]
+    assert len(steps) == 8 and steps[-1]["loss"] < steps[0]["loss"]

@@ -29,6 +29,9 @@ def _layout(phase: Any) -> str:
             "SP" if lay.sequence_parallel else "",
             opt,
             f"rc={lay.recompute}" if lay.recompute != "none" else "",
+            # uneven pipeline splits (costmodels.stage_layers)
+            "emb+loss in PP" if lay.account_embedding_loss_in_pipeline_split else "",
+            "balanced PP" if lay.balanced_pipeline_layout else "",
         )
         if x
     ]
