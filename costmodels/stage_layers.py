@@ -90,16 +90,6 @@ def full_stage_layers(num_layers: int, pp: Any, vp: Any, split: Any) -> np.ndarr
     return np.where(code == BALANCED, np.asarray(vp) * full, per_stage).astype(np.float64)
 
 
-def full_stage_share(num_layers: int, pp: Any, vp: Any, split: Any) -> np.ndarray:
-    """A full stage's layers relative to the average L/pp (1 for the even split)."""
-    code = _code(split)
-    out = (num_layers + 2 * (code == EMBEDDING_LOSS)) / float(num_layers)
-    if not (code == BALANCED).any():
-        return out
-    full = full_stage_layers(num_layers, pp, vp, split) * np.asarray(pp) / float(num_layers)
-    return np.where(code == BALANCED, full, out)
-
-
 def stage_layers(num_layers: int, pp: Any, vp: Any, split: Any, rank: Any) -> np.ndarray:
     """Transformer layers on pipeline rank `rank` (all its chunks), per layout (float64)."""
     pp, rank = np.asarray(pp), np.asarray(rank)

@@ -105,8 +105,9 @@ def estimate_step_batch(
     pipeline_s = m * t_max + (t_sum - t_max) / v
     bubble_s = pipeline_s - m * t_max
     # The critical (slowest) stage: stages differ in the embedding, the LM head, their
-    # parameters (DP sync, optimizer) and in their transformer layers when the pipeline split is
-    # uneven (embedding/loss split, balanced layout: costmodels.stage_layers).
+    # parameters (DP sync, optimizer), in their transformer layers when the pipeline split is
+    # uneven (embedding/loss split, balanced layout: costmodels.stage_layers) and in their mix
+    # of dense and MoE layers (DeepSeek-V3's dense layers sit on the first stage).
     crit_last = np.where(pp > 2, t[2] >= np.maximum(t[0], t[1]), t[2] >= t[0]) & ~single
     crit_mid = (pp > 2) & (t[1] > np.maximum(t[0], t[2]))
 

@@ -33,7 +33,7 @@ from . import comm, flops
 from .batch import LayoutBatch
 from .compute import ACT_BYTES, layer_times
 from .memory_params import stage_rank
-from .stage_layers import full_stage_layers, full_stage_share, split_code, stage_layers
+from .stage_layers import layers_on_rank, split_code
 from .topology import links_for
 
 STAGE_NAMES = ("first", "middle", "last")
@@ -157,49 +157,60 @@ def stage_parts(
         )
     )
     frac = np.where(full, frac, 0.0) * np.ones_like(mb)
-    # --- the transformer layers of a full (busiest) stage: L/pp; (L+2)/pp when the embedding
-    # and loss count as layers (the first and last stages hold one fewer); vp·ceil(L/(pp·vp))
-    # with the balanced layout (the last stage's last chunk is short): costmodels.stage_layers.
-    # Dense and MoE layers are spread evenly. --------------------------------------------------
-    ppf = pp.astype(np.float64)
-    share_of_average = full_stage_share(model.num_layers, pp, layouts.vp, split)
-    n_dense = model.num_dense_layers / ppf * share_of_average
-    n_moe = model.num_moe_layers / ppf * share_of_average
-    layers = full_stage_layers(model.num_layers, pp, layouts.vp, split)
-    fwd = n_dense * lt.dense_fwd_s
-    bwd = n_dense * lt.dense_bwd_s
-    if model.moe is not None:
-        fwd = fwd + n_moe * lt.moe_fwd_s
-        bwd = bwd + n_moe * lt.moe_bwd_s
-    recompute = frac * fwd + np.where(selective, layers * lt.attn_core_fwd_s, 0.0)
-    body = fwd + bwd + recompute
-    # TP: 2 collectives per dense layer, 1 (+1 with expert TP) per MoE layer, per pass.
-    tp_layer = n_dense * 2.0 * tp_one
-    if model.moe is not None:
-        tp_layer = tp_layer + n_moe * np.where(etp > 1, 2.0, 1.0) * tp_one
-    tp_s = tp_keep * tp_layer * (2.0 + frac)
-    cp_s = layers * (cp_fwd_exposed * (1.0 + frac) + cp_bwd_exposed)
-    ep_s = n_moe * ep_fwd * (2.0 + frac)
     # Interleaving sends at every virtual-stage boundary: v times the p2p traffic per micro-batch
     # (Narayanan et al. 2021, section 2.2.2); Megatron-core overlaps the sends between a stage's
     # own chunks with the next chunk's compute (overlap_p2p_comm), so only their excess shows.
     inner_p2p = 2.0 * (layouts.vp.astype(np.float64) - 1.0) * p2p_one
-    # Host-bound layers (efficiency.layer_host_s): a pass waits for its kernel launches.
-    fwd_layer = (fwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / layers + cp_fwd_exposed
-    bwd_layer = (bwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / layers + cp_bwd_exposed
     host = prof.layer_host_s
-    # An MoE layer's forward cannot be launched ahead: Megatron-core's dropless all-to-all
-    # dispatcher copies the per-expert token counts to the host (the all-to-all split sizes and
-    # grouped-GEMM sizes) and waits for them, so the layer's remaining launches (moe_layer_host_s)
-    # run while the GPU idles. The backward reuses the forward's splits: launches overlap there.
-    moe_share = model.num_moe_layers / model.num_layers
-    moe_sync = prof.moe_layer_host_s * moe_share
-    host_wait = (np.maximum(host - fwd_layer, 0.0) + moe_sync) * (1.0 + frac) + np.maximum(
-        2.0 * (host + moe_sync) - bwd_layer, 0.0
-    )
-    layer_overhead = layers * host_wait
-    # Forward share of a micro-batch's layer work (for event-level pipeline timelines).
-    layer_forward = layers * (np.maximum(fwd_layer, host) + moe_sync)
+
+    def layer_work(n_dense: np.ndarray, n_moe: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-micro-batch work of a stage's n_dense dense-FFN and n_moe MoE layers."""
+        layers = n_dense + n_moe
+        per_layer = np.maximum(layers, 1.0)  # a stage may hold no layer (balanced layout)
+        fwd = n_dense * lt.dense_fwd_s
+        bwd = n_dense * lt.dense_bwd_s
+        if model.moe is not None:
+            fwd = fwd + n_moe * lt.moe_fwd_s
+            bwd = bwd + n_moe * lt.moe_bwd_s
+        recompute = frac * fwd + np.where(selective, layers * lt.attn_core_fwd_s, 0.0)
+        # TP: 2 collectives per dense layer, 1 (+1 with expert TP) per MoE layer, per pass.
+        tp_layer = n_dense * 2.0 * tp_one
+        if model.moe is not None:
+            tp_layer = tp_layer + n_moe * np.where(etp > 1, 2.0, 1.0) * tp_one
+        ep_s = n_moe * ep_fwd * (2.0 + frac)
+        # Host-bound layers (efficiency.layer_host_s): a pass waits for its kernel launches.
+        fwd_layer = (fwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / per_layer + cp_fwd_exposed
+        bwd_layer = (bwd + tp_keep * tp_layer + ep_s / (2.0 + frac)) / per_layer + cp_bwd_exposed
+        # An MoE layer's forward cannot be launched ahead: Megatron-core's dropless all-to-all
+        # dispatcher copies the per-expert token counts to the host (the all-to-all split sizes
+        # and grouped-GEMM sizes) and waits for them, so the layer's remaining launches
+        # (moe_layer_host_s) run while the GPU idles. The backward reuses the forward's splits.
+        moe_sync = prof.moe_layer_host_s * n_moe / per_layer
+        host_wait = (np.maximum(host - fwd_layer, 0.0) + moe_sync) * (1.0 + frac) + np.maximum(
+            2.0 * (host + moe_sync) - bwd_layer, 0.0
+        )
+        return {
+            "fwd": fwd,
+            "bwd": bwd,
+            "recompute": recompute,
+            "body": fwd + bwd + recompute,
+            "tp_s": tp_keep * tp_layer * (2.0 + frac),
+            "cp_s": layers * (cp_fwd_exposed * (1.0 + frac) + cp_bwd_exposed),
+            "ep_s": ep_s * np.ones_like(mb),
+            "overhead_s": layers * host_wait,
+            # forward share of a micro-batch's layer work (for event-level pipeline timelines)
+            "forward_s": layers * (np.maximum(fwd_layer, host) + moe_sync),
+        }
+
+    # --- the transformer layers of each stage (costmodels.stage_layers: L/pp; one fewer on the
+    # first and last stages when the embedding and loss count as layers; the balanced layout's
+    # short last chunk), dense and MoE layers counted per layer index (DeepSeek-V3's first 3
+    # layers are dense, on the first stage).
+    vp = layouts.vp
+    work = {
+        name: layer_work(*layers_on_rank(model, pp, vp, stage_rank(name, pp), split))
+        for name in STAGE_NAMES
+    }
     # --- parameters and DP sync (differ per stage: embedding and LM head) ---------------------
     zero = layouts.zero_stage
     sharded = (layouts.distributed_optimizer > 0) | (zero >= 1)
@@ -221,19 +232,14 @@ def stage_parts(
     for (p_dense, p_exp, p_emb), name in zip(
         _stage_params(model, layouts), STAGE_NAMES, strict=True
     ):
-        # this stage's share of a full stage's layer work (1 unless it is a layer short)
-        share = (
-            stage_layers(model.num_layers, pp, layouts.vp, split, stage_rank(name, pp)) / layers
-            if (split != 0).any()
-            else 1.0
-        )
-        stage_pp_s = 2.0 * p2p_one + comm.exposed_after_overlap(inner_p2p, share * body, 1.0)
+        w = work[name]
+        stage_pp_s = 2.0 * p2p_one + comm.exposed_after_overlap(inner_p2p, w["body"], 1.0)
         head = np.where(ends_last[name], lt.head_fwd_s + lt.head_bwd_s, 0.0)
         embed = np.where(ends_first[name], lt.embed_fwd_s + lt.embed_bwd_s, 0.0)
         head_embed_fwd = np.where(ends_last[name], lt.head_fwd_s, 0.0) + np.where(
             ends_first[name], lt.embed_fwd_s, 0.0
         )
-        compute = share * body + head + embed
+        compute = w["body"] + head + embed
         params = p_dense + p_emb + p_exp
         grad_sync = ar_factor * comm.reduce_scatter_s(
             (p_dense + p_emb) * grad_bytes, dpcp, dp_bw, lat
@@ -250,12 +256,12 @@ def stage_parts(
         )
         grad_exposed = np.where(
             overlap_grad,
-            comm.exposed_after_overlap(grad_sync, share * (bwd + recompute), prof.dp_overlap),
+            comm.exposed_after_overlap(grad_sync, w["bwd"] + w["recompute"], prof.dp_overlap),
             grad_sync,
         )
         gather_exposed = np.where(
             overlap_param,
-            comm.exposed_after_overlap(param_gather, share * fwd, prof.dp_overlap),
+            comm.exposed_after_overlap(param_gather, w["fwd"], prof.dp_overlap),
             param_gather,
         )
         # ZeRO-3 / FSDP: every micro-batch gathers the weights twice (forward, backward) and
@@ -272,14 +278,14 @@ def stage_parts(
         out.append(
             StageParts(
                 compute_s=compute,
-                tp_s=share * tp_s,
-                cp_s=share * cp_s,
-                ep_s=share * ep_s * np.ones_like(mb),
+                tp_s=w["tp_s"],
+                cp_s=w["cp_s"],
+                ep_s=w["ep_s"],
                 pp_s=stage_pp_s,
-                overhead_s=share * layer_overhead + prof.microbatch_overhead_s,
+                overhead_s=w["overhead_s"] + prof.microbatch_overhead_s,
                 dp_exposed_step_s=dp_exposed,
                 params_updated=updated,
-                forward_s=share * layer_forward
+                forward_s=w["forward_s"]
                 + stage_pp_s / 2.0
                 + prof.microbatch_overhead_s / 2.0
                 + head_embed_fwd,

@@ -229,6 +229,28 @@ def test_step_time_of_the_short_last_stage(vp: int) -> None:
     assert sum(getattr(est, p) for p in parts) == pytest.approx(est.step_time_s)
 
 
+def test_step_time_counts_each_stages_dense_and_moe_layers() -> None:
+    """DeepSeek-V3 balanced on pp=4 (16, 16, 16, 13 layers): the first stage computes its 3
+    dense and 13 MoE layers, the middle 16 MoE layers, the last 13 MoE layers and the head."""
+    from scaleplan.costmodels.step_parts import _layer_times
+
+    v3, cluster = get_model("deepseek-v3"), make_cluster("H100-SXM5-80GB", 256)
+    lay = LayoutSpec(
+        tp=1, pp=4, dp=64, ep=64, distributed_optimizer=True, global_batch=256, **{BAL: True}
+    )
+    batch = LayoutBatch.from_specs([lay])
+    first, middle, last = stage_parts(v3, cluster, batch, 4096, cluster.profile)
+    lt = _layer_times(v3, cluster.gpu, cluster.profile, 4096, batch)
+    dense, moe = lt.dense_fwd_s + lt.dense_bwd_s, lt.moe_fwd_s + lt.moe_bwd_s
+    embed, head = lt.embed_fwd_s + lt.embed_bwd_s, lt.head_fwd_s + lt.head_bwd_s
+    assert dense[0] != moe[0]
+    assert first.compute_s[0] == pytest.approx(3 * dense[0] + 13 * moe[0] + embed[0], rel=1e-12)
+    assert middle.compute_s[0] == pytest.approx(16 * moe[0], rel=1e-12)
+    assert last.compute_s[0] == pytest.approx(13 * moe[0] + head[0], rel=1e-12)
+    assert middle.ep_s[0] == pytest.approx(last.ep_s[0] * 16 / 13, rel=1e-12)
+    assert first.ep_s[0] == pytest.approx(last.ep_s[0], rel=1e-12)  # 13 MoE layers each
+
+
 def test_recompute_fraction_counts_the_busiest_stages_layers() -> None:
     # 61 layers, pp 4 vp 2: a full stage holds 2 x 8 = 16 layers (the plain formula says 15.25)
     assert recompute_layers_fraction(61, 4, 8, BALANCED, 2) == 0.5
