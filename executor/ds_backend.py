@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from scaleplan.executor import checkpoints as ckpt
 from scaleplan.executor.metrics import MetricsWriter
+from scaleplan.executor.run_support import deepspeed_refusal
 from scaleplan.specs.errors import NotImplementedFeature, SpecError
 from scaleplan.specs.plan import PhaseSpec, Plan
 
@@ -110,18 +111,10 @@ def ds_config(plan: Plan, phase: PhaseSpec, on_gpu: bool) -> dict[str, Any]:
 
 
 def train_deepspeed(plan: Plan, phase: PhaseSpec, run_dir: Path, args: argparse.Namespace) -> None:
-    if phase.objective.kind not in ("lm", "sft"):
-        raise NotImplementedFeature(
-            f"the DeepSpeed backend trains next-token and SFT phases; phase '{phase.name}' is "
-            f"{phase.objective.kind}: use a megatron layout (zero_stage <= 1)",
-            field=f"phases.{phase.name}.objective",
-        )
+    refusal = deepspeed_refusal(phase)
+    if refusal is not None:
+        raise refusal
     lay = phase.layout
-    if lay.tp * lay.pp * lay.cp * lay.ep != 1:
-        raise NotImplementedFeature(
-            "the DeepSpeed backend is data-parallel (ZeRO) only: tp=pp=cp=ep=1",
-            field=f"phases.{phase.name}.layout",
-        )
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
     import deepspeed
 

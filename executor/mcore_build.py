@@ -16,7 +16,7 @@ import torch
 
 from scaleplan.executor.compile.common import phase_contexts
 from scaleplan.executor.compile.megatron_core import build_configs, megatron_core_document
-from scaleplan.specs.errors import NotImplementedFeature
+from scaleplan.executor.run_support import megatron_refusal
 from scaleplan.specs.plan import PhaseSpec, Plan
 
 # Without a GPU: fp32 everywhere (the CPU adapter has no bf16 GEMM path worth testing numerics
@@ -46,33 +46,12 @@ def phase_document(plan: Plan, phase: PhaseSpec) -> dict[str, Any]:
     return megatron_core_document(ctx)
 
 
-def cpu_refusals(doc: dict[str, Any]) -> list[str]:
-    """What a compiled document asks for that megatron-core cannot run on the CPU adapter."""
-    tc, ddp = doc["transformer_config"], doc["ddp_config"]
-    wanted = {
-        "sequence parallel": tc["sequence_parallel"],
-        "context parallel": tc["context_parallel_size"] > 1,
-        "fp8": tc.get("fp8") is not None,
-        "Megatron-FSDP (zero_stage >= 2)": ddp.get("use_megatron_fsdp", False),
-        "optimizer CPU offload": doc["optimizer_config"]["optimizer_cpu_offload"],
-    }
-    return [name for name, on in wanted.items() if on]
-
-
 def check_supported(doc: dict[str, Any], device: str) -> None:
-    """Refuse (NotImplementedFeature) what the entry point cannot train on this device."""
-    if device == "cuda" and doc["ddp_config"].get("use_megatron_fsdp"):
-        raise NotImplementedFeature(
-            "the entry point trains zero_stage >= 2 through DeepSpeed (--backend deepspeed, the "
-            "default); the compiled Megatron-FSDP wrapper is not run by scaleplan run",
-            field=f"phases.{doc['training']['phase']}.layout.zero_stage",
-        )
-    if device != "cuda" and (missing := cpu_refusals(doc)):
-        raise NotImplementedFeature(
-            f"{', '.join(missing)} need a GPU (TransformerEngine / CUDA kernels); this machine "
-            "has none (see shared/notes/engines-on-cpu.md)",
-            field=f"phases.{doc['training']['phase']}.layout",
-        )
+    """Refuse (NotImplementedFeature) what the entry point cannot train on this device
+    (`run_support.megatron_refusal`, the one definition `run_plan` checks up front)."""
+    refusal = megatron_refusal(doc, device)
+    if refusal is not None:
+        raise refusal
 
 
 def megatron_configs(doc: dict[str, Any], device: str) -> dict[str, Any]:

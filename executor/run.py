@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scaleplan.executor import checkpoints as ckpt
-from scaleplan.specs.errors import SpecError
+from scaleplan.executor.run_support import run_refusal
+from scaleplan.specs.errors import NotImplementedFeature, SpecError
 from scaleplan.specs.loader import load_spec
 from scaleplan.specs.plan import PhaseSpec, Plan
 
@@ -141,6 +142,24 @@ def last_loss(metrics: Path) -> tuple[float | None, int]:
     return loss, step
 
 
+def check_phases_runnable(
+    plan: Plan, phases: list[PhaseSpec], backend: str | None, source: str | None = None
+) -> None:
+    """Refuse before anything is launched when a selected phase cannot be trained here
+    (`run_support.run_refusal`), so a chain does not stop at a late phase."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    for phase in phases:
+        refusal = run_refusal(plan, phase, device, backend)
+        if refusal is not None:
+            raise NotImplementedFeature(
+                f"phase '{phase.name}': {refusal.reason} (nothing was launched)",
+                field=refusal.field,
+                source=source,
+            )
+
+
 def run_plan(
     plan_path: str | Path,
     phases: str = "all",
@@ -166,6 +185,7 @@ def run_plan(
                 field=f"phases.{phase.name}.num_gpus",
                 source=str(plan_path),
             )
+    check_phases_runnable(plan, selected, backend, source=str(plan_path))
     run.mkdir(parents=True, exist_ok=True)
     child_env = {
         **os.environ,

@@ -31,6 +31,7 @@ from scaleplan.executor import checkpoints as ckpt
 from scaleplan.executor import mcore_build as mb
 from scaleplan.executor.mcore_checkpoint import load_checkpoint, save_checkpoint
 from scaleplan.executor.metrics import MetricsWriter
+from scaleplan.executor.run_support import default_backend
 from scaleplan.specs.errors import SpecError
 from scaleplan.specs.loader import load_spec
 from scaleplan.specs.plan import PhaseSpec, Plan
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             f"phase '{args.phase}' is not in the plan", field="phase", source=args.plan
         ) from None
     run_dir = Path(args.run_dir)
-    backend = args.backend or ("deepspeed" if phase.layout.zero_stage >= 2 else "megatron")
+    backend = args.backend or default_backend(phase.layout)
     if backend == "deepspeed":
         from scaleplan.executor.ds_backend import train_deepspeed
 

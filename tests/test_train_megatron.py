@@ -294,7 +294,8 @@ def test_schedule_mapping_wsd_and_cosine() -> None:
 def test_gpu_only_layouts_are_refused_on_cpu(tmp_path: Path) -> None:
     import torch
 
-    from scaleplan.executor.mcore_build import cpu_refusals, phase_document
+    from scaleplan.executor.mcore_build import phase_document
+    from scaleplan.executor.run_support import cpu_refusals
     from scaleplan.executor.train import main
     from scaleplan.specs.errors import NotImplementedFeature
 

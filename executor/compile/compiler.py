@@ -97,6 +97,24 @@ def _phase_files(
     out.add(f"{phase_dir}/sbatch.sh", sbatch_script(ctx, phase_dir), executable=True)
 
 
+def _gpu_run_notes(plan: Plan, ctxs: list[PhaseContext]) -> list[str]:
+    """Phases the entry point these scripts launch cannot train even on GPUs, and why."""
+    from scaleplan.executor.run_support import run_refusal
+
+    notes = []
+    for ctx in ctxs:
+        refusal = run_refusal(plan, ctx.phase, "cuda")
+        if refusal is None:
+            continue
+        hint = (
+            "; --engine megatron-lm compiles it for Megatron-LM's pretrain_gpt.py (Megatron-FSDP)"
+            if ctx.phase.layout.zero_stage >= 2 and ctx.phase.objective.kind == "lm"
+            else ""
+        )
+        notes.append(f"phase {ctx.name}: scaleplan run cannot train it: {refusal.reason}{hint}")
+    return notes
+
+
 def compile_plan(
     plan: Plan,
     engine: str = "megatron",
@@ -153,6 +171,8 @@ def compile_plan(
             f"phase {ctxs[0].name} starts from {ctxs[0].phase.init_from}'s checkpoint, which this "
             "compile does not produce: RUN_DIR must already hold it"
         )
+    if engine == "megatron":
+        out.notes += _gpu_run_notes(plan, ctxs)
     out.add(CHAIN_SCRIPT, chain_script(ctxs, dirs, run_dir), executable=True)
     out.add(LOCAL_SCRIPT, local_chain_script(ctxs, dirs, run_dir), executable=True)
     manifest = {
