@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from scaleplan.specs.layout import PRECISION_CODES, RECOMPUTE_CODES, LayoutSpec
+from scaleplan.specs.layout import PRECISION_CODES, RECOMPUTE_CODES, LayoutSpec, layout_as_dict
 
 RECOMPUTE_NAMES = {code: name for name, code in RECOMPUTE_CODES.items()}
 PRECISION_NAMES = {code: name for name, code in PRECISION_CODES.items()}
@@ -137,19 +137,10 @@ class LayoutBatch:
 
 
 def _spec_row(layout: LayoutSpec) -> dict[str, int]:
+    """A LayoutBatch row: the rule fields (`layout_as_dict`, one definition) plus the fields
+    only the cost models read."""
     return {
-        "tp": layout.tp,
-        "pp": layout.pp,
-        "vp": layout.vp,
-        "cp": layout.cp,
-        "dp": layout.dp,
-        "ep": layout.ep,
-        "etp": layout.expert_tp,
-        "sequence_parallel": int(layout.sequence_parallel),
-        "zero_stage": layout.zero_stage,
-        "distributed_optimizer": int(layout.distributed_optimizer),
-        "micro_batch": layout.micro_batch,
-        "global_batch": layout.global_batch,
+        **layout_as_dict(layout),
         "recompute": RECOMPUTE_CODES[layout.recompute],
         "recompute_layers": layout.recompute_layers or 0,
         "offload_optimizer": int(layout.offload_optimizer),
@@ -157,8 +148,4 @@ def _spec_row(layout: LayoutSpec) -> dict[str, int]:
         "precision": PRECISION_CODES[layout.precision],
         "overlap_grad_reduce": int(layout.overlap_grad_reduce),
         "overlap_param_gather": int(layout.overlap_param_gather),
-        "account_embedding_loss_in_pipeline_split": int(
-            layout.account_embedding_loss_in_pipeline_split
-        ),
-        "balanced_pipeline_layout": int(layout.balanced_pipeline_layout),
     }

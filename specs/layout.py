@@ -239,6 +239,7 @@ def layout_violations(
 
 
 def layout_as_dict(layout: LayoutSpec) -> dict[str, int]:
+    """The fields `layout_violations` reads, as ints (expert TP resolved, booleans 0/1)."""
     return {
         "tp": layout.tp,
         "pp": layout.pp,

@@ -5,12 +5,12 @@ parameters, memory, step time and recompute, the search, compile, simulate and v
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeline_helpers import layout_of, llama_with_layers, megatron_layers_held, needs_megatron
 
 from scaleplan.costmodels.batch import LayoutBatch
 from scaleplan.costmodels.flops import recompute_layers_fraction
@@ -34,23 +34,10 @@ from scaleplan.costmodels.step_parts import stage_parts
 from scaleplan.specs.errors import NotImplementedFeature, SpecError
 from scaleplan.specs.hardware import make_cluster
 from scaleplan.specs.layout import LayoutSpec, layout_as_dict, layout_violations, validate_layout
-from scaleplan.specs.model import ModelSpec, get_model
+from scaleplan.specs.model import get_model
 
 BAL = "balanced_pipeline_layout"
 CSV = Path(__file__).resolve().parent.parent / "specs" / "data" / "published_runs_dev.csv"
-needs_megatron = pytest.mark.skipif(
-    importlib.util.find_spec("megatron.core") is None, reason="megatron-core not installed"
-)
-
-
-def _llama(num_layers: int) -> ModelSpec:
-    return get_model("llama3-70b").model_copy(update={"num_layers": num_layers})
-
-
-def _lay(**kw: object) -> LayoutSpec:
-    base: dict[str, object] = dict(tp=8, pp=4, dp=2, micro_batch=1, global_batch=64)
-    base.update(kw)
-    return LayoutSpec.model_validate(base)
 
 
 # --- the layout rule ---------------------------------------------------------------------------
@@ -59,17 +46,17 @@ def _lay(**kw: object) -> LayoutSpec:
 def test_rule_needs_a_last_chunk_of_at_least_zero_layers() -> None:
     v3 = get_model("deepseek-v3")
     for pp, vp in ((2, 1), (4, 1), (8, 1), (16, 1), (4, 2), (8, 2), (4, 4)):
-        validate_layout(_lay(tp=1, pp=pp, vp=vp, dp=8, **{BAL: True}), v3)
+        validate_layout(layout_of(tp=1, pp=pp, vp=vp, dp=8, **{BAL: True}), v3)
         with pytest.raises(SpecError, match="num_layers=61 is not divisible"):
-            validate_layout(_lay(tp=1, pp=pp, vp=vp, dp=8), v3)
+            validate_layout(layout_of(tp=1, pp=pp, vp=vp, dp=8), v3)
     # 32 chunks of ceil(61/32) = 2 layers would leave -1 for the last one
     with pytest.raises(SpecError, match="fewer than 0") as err:
-        validate_layout(_lay(tp=1, pp=8, vp=4, dp=8, **{BAL: True}), v3)
+        validate_layout(layout_of(tp=1, pp=8, vp=4, dp=8, **{BAL: True}), v3)
     assert err.value.field == "layout.vp"
     # one spec cannot ask for both uneven splits
-    both = _lay(**{BAL: True, "account_embedding_loss_in_pipeline_split": True}, pp=2)
+    both = layout_of(**{BAL: True, "account_embedding_loss_in_pipeline_split": True}, pp=2)
     with pytest.raises(SpecError, match="exclude one another") as err:
-        validate_layout(both, _llama(60))
+        validate_layout(both, llama_with_layers(60))
     assert err.value.field == f"layout.{BAL}"
 
 
@@ -85,7 +72,7 @@ def test_rule_is_vectorized_over_a_batch() -> None:
     failed = np.stack([np.broadcast_to(m, (5,)) for _, m, _ in rules]).any(axis=0)
     np.testing.assert_array_equal(failed, [False, True, True, True, True])
     # LayoutSpec -> dict -> LayoutBatch keep the flag
-    spec = _lay(tp=1, pp=4, dp=8, **{BAL: True})
+    spec = layout_of(tp=1, pp=4, dp=8, **{BAL: True})
     assert layout_as_dict(spec)[BAL] == 1
     assert LayoutBatch.from_specs([spec]).to_spec(0) == spec
     assert split_code(spec) == BALANCED and split_code(LayoutBatch.from_specs([spec]))[0] == 2
@@ -133,8 +120,6 @@ def test_layers_of_every_chunk_match_megatron_core(
     import torch
     from megatron.core import parallel_state
     from megatron.core.transformer import TransformerConfig
-    from megatron.core.transformer.transformer_block import get_num_layers_to_build
-    from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 
     from scaleplan.executor.compile.megatron_core import pipeline_layout
 
@@ -142,7 +127,7 @@ def test_layers_of_every_chunk_match_megatron_core(
     cfg = TransformerConfig(
         num_layers=layers, hidden_size=64, num_attention_heads=4, pipeline_model_parallel_size=pp,
         virtual_pipeline_model_parallel_size=vp if vp > 1 else None, pipeline_dtype=torch.float32,
-        pipeline_model_parallel_layout=pipeline_layout(_llama(layers), lay),
+        pipeline_model_parallel_layout=pipeline_layout(llama_with_layers(layers), lay),
     )  # fmt: skip
     # with a layout, megatron-core reads the pipeline rank from parallel_state
     monkeypatch.setattr(
@@ -155,12 +140,7 @@ def test_layers_of_every_chunk_match_megatron_core(
     )
     for r in range(pp):
         monkeypatch.setattr(parallel_state, "get_pipeline_model_parallel_rank", lambda r=r: r)
-        held: list[int] = []
-        for v in range(vp):
-            stage = v if vp > 1 else None
-            n = get_num_layers_to_build(cfg, vp_stage=stage, pp_rank=r)
-            start = get_transformer_layer_offset(cfg, vp_stage=stage, pp_rank=r) if pp > 1 else 0
-            held += list(range(start, start + n))
+        held = megatron_layers_held(cfg, pp, vp, r)
         assert sorted(held) == list(np.flatnonzero(ours[:, r])), (r, held)
         assert stage_layers(layers, pp, vp, BALANCED, r) == len(held)
 
@@ -194,9 +174,11 @@ def test_short_chunk_in_flight_follows_megatrons_interleaved_order(
 def test_params_and_memory_match_a_deeper_even_split_less_the_missing_layers() -> None:
     """61 layers balanced on pp=4 (16, 16, 16, 13) are 64 layers split evenly with 3 layers
     taken off the last stage."""
-    short, full = _llama(61), _llama(64)
-    bal, plain = _lay(**{BAL: True}), _lay()
-    layer = params_per_rank(full, plain, "middle") - params_per_rank(_llama(60), plain, "middle")
+    short, full = llama_with_layers(61), llama_with_layers(64)
+    bal, plain = layout_of(**{BAL: True}), layout_of()
+    layer = params_per_rank(full, plain, "middle") - params_per_rank(
+        llama_with_layers(60), plain, "middle"
+    )
     assert layer > 0
     for stage in ("first", "middle"):
         assert params_per_rank(short, bal, stage) == params_per_rank(full, plain, stage)
@@ -213,9 +195,9 @@ def test_params_and_memory_match_a_deeper_even_split_less_the_missing_layers() -
 
 @pytest.mark.parametrize("vp", [1, 2])
 def test_step_time_of_the_short_last_stage(vp: int) -> None:
-    short, full = _llama(61), _llama(64)
+    short, full = llama_with_layers(61), llama_with_layers(64)
     cluster = make_cluster("H100-SXM5-80GB", 64)
-    bal, plain = _lay(vp=vp, **{BAL: True}), _lay(vp=vp)
+    bal, plain = layout_of(vp=vp, **{BAL: True}), layout_of(vp=vp)
     a = stage_parts(short, cluster, LayoutBatch.from_specs([bal]), 4096, cluster.profile)
     b = stage_parts(full, cluster, LayoutBatch.from_specs([plain]), 4096, cluster.profile)
     # first and middle stage: the same 16 layers; the last: 13 of them
@@ -255,11 +237,11 @@ def test_recompute_fraction_counts_the_busiest_stages_layers() -> None:
     # 61 layers, pp 4 vp 2: a full stage holds 2 x 8 = 16 layers (the plain formula says 15.25)
     assert recompute_layers_fraction(61, 4, 8, BALANCED, 2) == 0.5
     assert recompute_layers_fraction(61, 16, 2, BALANCED, 1) == 0.5
-    validate_layout(_lay(tp=1, pp=4, vp=2, dp=8, recompute="full", recompute_layers=16, **{BAL: True}),
+    validate_layout(layout_of(tp=1, pp=4, vp=2, dp=8, recompute="full", recompute_layers=16, **{BAL: True}),
                     get_model("deepseek-v3"))  # fmt: skip
     with pytest.raises(SpecError, match="exceeds the 16 layers"):
         validate_layout(
-            _lay(tp=1, pp=4, vp=2, dp=8, recompute="full", recompute_layers=17, **{BAL: True}),
+            layout_of(tp=1, pp=4, vp=2, dp=8, recompute="full", recompute_layers=17, **{BAL: True}),
             get_model("deepseek-v3"),
         )
 
@@ -334,7 +316,7 @@ def test_megatron_lm_string_parses_to_the_document_layout() -> None:
 
     for layers, pp, vp in CASES:
         lay = LayoutSpec(pp=pp, vp=vp, global_batch=pp, **{BAL: True})
-        model = _llama(layers)
+        model = llama_with_layers(layers)
         parsed = Layout.parse_str_to_list(pipeline_layout_string(model, lay))
         expect = [[LayerType[x] for x in chunk] for chunk in pipeline_layout(model, lay)]
         assert parsed == expect, (layers, pp, vp)

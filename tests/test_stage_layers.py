@@ -5,11 +5,11 @@ memory, step time, validation rows and the layout search."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
+from pipeline_helpers import layout_of, llama_with_layers, megatron_layers_held, needs_megatron
 
 from scaleplan.costmodels.batch import LayoutBatch
 from scaleplan.costmodels.memory import WEIGHT_BYTES, memory_breakdown, params_per_rank
@@ -26,37 +26,24 @@ from scaleplan.planner.search import SearchSpace, candidate_grid, search_layouts
 from scaleplan.planner.validation import row_to_case
 from scaleplan.specs.errors import SpecError
 from scaleplan.specs.hardware import make_cluster
-from scaleplan.specs.layout import LayoutSpec, validate_layout
-from scaleplan.specs.model import ModelSpec, MoESpec, get_model
+from scaleplan.specs.layout import validate_layout
+from scaleplan.specs.model import MoESpec, get_model
 
 SPLIT = "account_embedding_loss_in_pipeline_split"
-needs_megatron = pytest.mark.skipif(
-    importlib.util.find_spec("megatron.core") is None, reason="megatron-core not installed"
-)
-
-
-def _llama(num_layers: int) -> ModelSpec:
-    return get_model("llama3-70b").model_copy(update={"num_layers": num_layers})
-
-
-def _lay(**kw: object) -> LayoutSpec:
-    base: dict[str, object] = dict(tp=8, pp=4, dp=2, micro_batch=1, global_batch=64)
-    base.update(kw)
-    return LayoutSpec.model_validate(base)
 
 
 # --- the layout rule ---------------------------------------------------------------------------
 
 
 def test_rule_wants_layers_plus_two_divisible_by_pp_vp() -> None:
-    model = _llama(126)
-    validate_layout(_lay(pp=8, vp=8, **{SPLIT: True}), model)  # 128 = 8 x 8 x 2
-    validate_layout(_lay(pp=2, vp=1, **{SPLIT: True}), model)  # 128 / 2
+    model = llama_with_layers(126)
+    validate_layout(layout_of(pp=8, vp=8, **{SPLIT: True}), model)  # 128 = 8 x 8 x 2
+    validate_layout(layout_of(pp=2, vp=1, **{SPLIT: True}), model)  # 128 / 2
     with pytest.raises(SpecError, match="num_layers=126 is not divisible") as plain:
-        validate_layout(_lay(pp=8, vp=8), model)
+        validate_layout(layout_of(pp=8, vp=8), model)
     assert plain.value.field == "layout.vp" and SPLIT in plain.value.reason
     with pytest.raises(SpecError, match=r"num_layers\+2=128") as split:
-        validate_layout(_lay(pp=3, vp=1, **{SPLIT: True}), model)
+        validate_layout(layout_of(pp=3, vp=1, **{SPLIT: True}), model)
     assert split.value.field == "layout.vp"
 
 
@@ -71,8 +58,6 @@ def test_layers_of_every_chunk_match_megatron_core(layers: int, pp: int, vp: int
     """get_num_layers_to_build / get_transformer_layer_offset (megatron-core 0.16.1) place the
     same transformer layers on each (pipeline rank, virtual stage) as `stage_layers`."""
     from megatron.core.transformer import TransformerConfig
-    from megatron.core.transformer.transformer_block import get_num_layers_to_build
-    from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 
     cfg = TransformerConfig(
         num_layers=layers, hidden_size=64, num_attention_heads=4,
@@ -83,12 +68,7 @@ def test_layers_of_every_chunk_match_megatron_core(layers: int, pp: int, vp: int
     ranks = np.arange(pp)
     ours = layer_rank_mask(layers, np.full(pp, pp), np.full(pp, vp), np.ones(pp), ranks)
     for r in range(pp):
-        held: list[int] = []
-        for v in range(vp):
-            stage = v if vp > 1 else None
-            n = get_num_layers_to_build(cfg, vp_stage=stage, pp_rank=r)
-            start = get_transformer_layer_offset(cfg, vp_stage=stage, pp_rank=r)
-            held += list(range(start, start + n))
+        held = megatron_layers_held(cfg, pp, vp, r)
         assert sorted(held) == list(np.flatnonzero(ours[:, r])), (r, held)
         assert stage_layers(layers, pp, vp, 1, r) == len(held)
 
@@ -100,7 +80,7 @@ def test_first_and_last_stage_hold_one_layer_fewer() -> None:
     np.testing.assert_array_equal(stage_layers(30, pp, vp, 1, rank), [7, 8, 7, 3, 30])
     np.testing.assert_array_equal(stage_layers(32, pp, vp, 0, rank), [8, 8, 8, 4, 32])
     # MoE counting (per layer index) agrees with the dense count, and splits dense/MoE layers
-    moe = _llama(30).model_copy(
+    moe = llama_with_layers(30).model_copy(
         update={
             "moe": MoESpec(num_experts=8, top_k=2, expert_ffn_hidden_size=64, first_dense_layers=3)
         }
@@ -129,9 +109,11 @@ def test_light_chunk_count_follows_megatrons_interleaved_order(pp: int, vp: int,
 def test_params_and_memory_lose_one_layer_on_the_end_stages() -> None:
     """A 30-layer model split with the embedding and loss counted is a 32-layer plain split with
     one layer removed from the first and the last stage: parameters, weights and activations."""
-    short, full = _llama(30), _llama(32)
-    split, plain = _lay(**{SPLIT: True}), _lay()
-    layer = params_per_rank(full, plain, "middle") - params_per_rank(_llama(28), plain, "middle")
+    short, full = llama_with_layers(30), llama_with_layers(32)
+    split, plain = layout_of(**{SPLIT: True}), layout_of()
+    layer = params_per_rank(full, plain, "middle") - params_per_rank(
+        llama_with_layers(28), plain, "middle"
+    )
     assert layer > 0
     assert params_per_rank(short, split, "middle") == params_per_rank(full, plain, "middle")
     for stage in ("first", "last"):
@@ -149,9 +131,9 @@ def test_params_and_memory_lose_one_layer_on_the_end_stages() -> None:
 
 @pytest.mark.parametrize("vp", [1, 2])
 def test_step_time_drops_with_the_lighter_end_stages(vp: int) -> None:
-    short, full = _llama(30), _llama(32)
+    short, full = llama_with_layers(30), llama_with_layers(32)
     cluster = make_cluster("H100-SXM5-80GB", 64)
-    split, plain = _lay(vp=vp, **{SPLIT: True}), _lay(vp=vp)
+    split, plain = layout_of(vp=vp, **{SPLIT: True}), layout_of(vp=vp)
     a = stage_parts(short, cluster, LayoutBatch.from_specs([split]), 4096, cluster.profile)
     b = stage_parts(full, cluster, LayoutBatch.from_specs([plain]), 4096, cluster.profile)
     # middle stage: the same 8 layers; first and last: one layer's compute (and comm) less
@@ -171,8 +153,10 @@ def test_step_time_drops_with_the_lighter_end_stages(vp: int) -> None:
 
 
 def test_option_off_is_the_plain_split_bit_for_bit() -> None:
-    model, cluster = _llama(32), make_cluster("H100-SXM5-80GB", 64)
-    lays = [_lay(pp=pp, vp=vp, dp=64 // (8 * pp)) for pp, vp in ((1, 1), (2, 1), (4, 2), (8, 1))]
+    model, cluster = llama_with_layers(32), make_cluster("H100-SXM5-80GB", 64)
+    lays = [
+        layout_of(pp=pp, vp=vp, dp=64 // (8 * pp)) for pp, vp in ((1, 1), (2, 1), (4, 2), (8, 1))
+    ]
     batch = LayoutBatch.from_specs(lays)
     a = estimate_step_batch(model, cluster, batch, 4096)
     flipped = LayoutBatch.from_arrays(
