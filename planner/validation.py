@@ -252,6 +252,9 @@ def _cluster(
     )  # fmt: skip
 
 
+_NEMO = re.compile(r"\bNeMo\b|Megatron-Bridge", re.IGNORECASE)
+
+
 def _layout(
     row: Mapping[str, str], num_gpus: int, stack: str, assumptions: list[str]
 ) -> LayoutSpec:
@@ -285,6 +288,14 @@ def _layout(
         # supported with distributed optimizer or megatron fsdp").
         dist_opt = True
         assumptions.append("distributed optimizer (the notes list Megatron flags that need it)")
+    elif not (row.get("zero_stage_or_fsdp") or "").strip() and _NEMO.search(
+        row.get("source") or ""
+    ):
+        # NeMo's launcher configs train with optim.name=distributed_fused_adam (ZeRO-1-like
+        # sharded optimizer state, overlapped grad/param sync), e.g.
+        # NeMo-Framework-Launcher launcher_scripts/conf/training/gpt3/5b.yaml.
+        dist_opt = True
+        assumptions.append("distributed optimizer (not stated; NeMo's distributed_fused_adam)")
     sp_text = (row.get("sequence_parallel") or "").strip().lower()
     sp = sp_text in ("yes", "true", "1")
     if not sp_text and tp > 1:
@@ -296,6 +307,12 @@ def _layout(
     if not (row.get("precision") or "").strip() and stack == "megatron-legacy":
         precision = "fp16"  # what Megatron-DeepSpeed's GPT recipes ran (--fp16)
         assumptions.append("precision=fp16 (not stated; the legacy stack's default)")
+    # Megatron-LM's 2021-2022 local DDP and Megatron-DeepSpeed's engine (ZeRO 0 and its pipeline
+    # engine) all-reduce the gradients after the backward pass, not in buckets during it
+    # (vTrain's validation configs: use_gradient_bucket=false).
+    overlap_grad = stack != "megatron-legacy"
+    if not overlap_grad and dp * cp > 1:
+        assumptions.append("gradient all-reduce after the backward (the legacy stack's default)")
     layers = _int(row, "layers") or 1
     chunks = pp * vp
     # Layers that do not split evenly over the pp*vp model chunks, while layers + 2 do: the run
@@ -349,6 +366,7 @@ def _layout(
         zero_stage=zero, distributed_optimizer=dist_opt, micro_batch=mb, global_batch=gb,
         recompute=recompute, recompute_layers=recompute_layers, precision=precision,
         account_embedding_loss_in_pipeline_split=split, balanced_pipeline_layout=balanced,
+        overlap_grad_reduce=overlap_grad,
     )  # fmt: skip
 
 

@@ -246,3 +246,21 @@ def test_moe_row_whose_ep_only_fits_folded_gets_expert_tp_1() -> None:
     assert not any("expert_tensor_parallel" in a for a in stated.assumptions)
     too_big = row_to_case(0, {**moe, "ep": "128", "moe_experts": "128"})
     assert isinstance(too_big, SkippedRow) and "etp*ep" in too_big.reason
+
+
+def test_stack_defaults_for_unstated_optimizer_and_gradient_overlap() -> None:
+    """NeMo rows with an empty sharding cell train with NeMo's distributed_fused_adam; legacy-stack
+    (Megatron-DeepSpeed, fp16) rows all-reduce gradients after the backward. Stated cells win."""
+    nemo = {**GOOD_ROW, "source": "NVIDIA NeMo performance_summary (24.07)"}
+    case = row_to_case(0, nemo)
+    assert isinstance(case, RunCase) and case.layout.distributed_optimizer
+    assert case.layout.overlap_grad_reduce
+    assert any("distributed_fused_adam" in a for a in case.assumptions)
+    stated = row_to_case(0, {**nemo, "zero_stage_or_fsdp": "FSDP FULL_SHARD"})
+    assert isinstance(stated, RunCase) and stated.layout.zero_stage == 3
+    assert not any("distributed_fused_adam" in a for a in stated.assumptions)
+    other = row_to_case(0, GOOD_ROW)
+    assert isinstance(other, RunCase) and not other.layout.distributed_optimizer
+    legacy = row_to_case(0, {**GOOD_ROW, "notes": "Measured with microsoft/Megatron-DeepSpeed"})
+    assert isinstance(legacy, RunCase) and not legacy.layout.overlap_grad_reduce
+    assert any("after the backward" in a for a in legacy.assumptions)
