@@ -69,6 +69,17 @@ def _normalise(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
+# Words that vendors' tools put around a GPU's name (nvidia-smi's "NVIDIA H100 80GB HBM3",
+# rocm-smi's "AMD Instinct MI300X") and that no catalog name needs to tell GPUs apart.
+_DECORATION = re.compile(
+    r"\b(nvidia|amd|tesla|instinct|tensor core|gpu|accelerator|hbm\d?e?|gddr\d?x?)\b", re.I
+)
+
+
+def _undecorated(name: str) -> str:
+    return _normalise(_DECORATION.sub(" ", name))
+
+
 @functools.cache
 def gpu_catalog() -> dict[str, GPUSpec]:
     """Every GPU of the shipped catalog, by canonical name."""
@@ -81,13 +92,15 @@ def _alias_index() -> dict[str, str]:
     index: dict[str, str] = {}
     for gpu in gpu_catalog().values():
         for alias in (gpu.name, *gpu.aliases):
-            index[_normalise(alias)] = gpu.name
+            index.setdefault(_normalise(alias), gpu.name)
+            index.setdefault(_undecorated(alias), gpu.name)
     return index
 
 
 def get_gpu(name: str, field: str = "gpu") -> GPUSpec:
     """Look a GPU up by name or alias (`H100-SXM5-80GB`, `h100`, `A100 80GB` ...)."""
-    canonical = _alias_index().get(_normalise(str(name)))
+    index = _alias_index()
+    canonical = index.get(_normalise(str(name))) or index.get(_undecorated(str(name)))
     if canonical is None:
         known = ", ".join(sorted(gpu_catalog()))
         raise SpecError(f"unknown GPU '{name}'; known GPUs: {known}", field=field)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scaleplan.costmodels.batch import LayoutBatch
+from scaleplan.specs.efficiency import shipped_profiles
 from scaleplan.specs.errors import SpecError
-from scaleplan.specs.hardware import get_gpu, make_cluster
+from scaleplan.specs.hardware import get_gpu, gpu_catalog, make_cluster
 from scaleplan.specs.layout import LayoutSpec, layout_violations, validate_layout
 from scaleplan.specs.loader import load_spec, validate
 from scaleplan.specs.model import ModelSpec, MoESpec, get_model
@@ -167,6 +169,26 @@ def test_gpu_catalog_aliases_and_errors() -> None:
     assert get_gpu("A100-SXM4-80GB").hbm_gb == 80
     for name in ("A100-40GB", "H100-PCIe", "H100-NVL", "H800", "H200", "B200", "GB200", "MI300X"):
         assert get_gpu(name).peak_tflops.bf16 > 0
+    # What vendors' tools print (nvidia-smi, rocm-smi) finds the same entries.
+    for printed, name in (
+        ("NVIDIA A100-SXM4-80GB", "A100-SXM4-80GB"),
+        ("NVIDIA H100 80GB HBM3", "H100-SXM5-80GB"),
+        ("NVIDIA A100-PCIE-40GB", "A100-PCIe-40GB"),
+        ("AMD Instinct MI300X", "MI300X"),
+        ("NVIDIA GH200 480GB", "GH200-96GB"),
+        ("A800", "A800-SXM4-80GB"),
+        ("NVIDIA GB300", "GB300-NVL72"),
+        ("MI250X", "MI250X-GCD"),
+    ):
+        assert get_gpu(printed).name == name, printed
+    # Every catalog GPU has a shipped profile of its own family, and no alias names two GPUs.
+    families = {g for p in shipped_profiles().values() for g in p.gpus}
+    assert set(gpu_catalog()) <= families
+    owners: dict[str, set[str]] = {}
+    for gpu in gpu_catalog().values():
+        for alias in (gpu.name, *gpu.aliases):
+            owners.setdefault(re.sub(r"[^a-z0-9]", "", alias.lower()), set()).add(gpu.name)
+    assert all(len(names) == 1 for names in owners.values())
     with pytest.raises(SpecError) as info:
         get_gpu("rtx-9090")
     assert info.value.field == "gpu"
