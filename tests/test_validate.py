@@ -13,6 +13,7 @@ from conftest import run_cli
 from scaleplan.planner.validation import (
     RunCase,
     SkippedRow,
+    load_cases,
     metric_from_step_time,
     row_to_case,
     step_time_from_metric,
@@ -264,3 +265,38 @@ def test_stack_defaults_for_unstated_optimizer_and_gradient_overlap() -> None:
     legacy = row_to_case(0, {**GOOD_ROW, "notes": "Measured with microsoft/Megatron-DeepSpeed"})
     assert isinstance(legacy, RunCase) and not legacy.layout.overlap_grad_reduce
     assert any("after the backward" in a for a in legacy.assumptions)
+
+
+def test_heldout_vtrain_single_converter(tmp_path: Path) -> None:
+    """bench/heldout_vtrain_single.py turns vTrain's single-node CSV into predictable rows."""
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location("heldout", bench / "heldout_vtrain_single.py")
+    assert spec and spec.loader
+    heldout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(heldout)
+    raw = tmp_path / "ground_truth_single.csv"
+    raw.write_text(
+        "\ufeff" + ",".join(heldout.RAW_COLUMNS) + "\n"
+        "8,32,4,1024,16,24,1024,2,2,2,219.732754\n8,8,2,2048,16,20,1024,4,1,2,160.6027\n"
+    )
+    out = tmp_path / "rows.csv"
+    assert heldout.convert(raw, out) == 2
+    cases, skipped = load_cases(out)
+    assert not skipped and len(cases) == 2
+    first = cases[0]
+    assert (first.layout.tp, first.layout.pp, first.layout.dp, first.layout.micro_batch) == (
+        2,
+        2,
+        2,
+        4,
+    )
+    assert first.layout.recompute == "full" and first.stack == "megatron-legacy"
+    assert first.metric == "step_time_s" and abs(first.measured - 0.219732754) < 1e-12
+    bad = tmp_path / "other.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit):
+        heldout.convert(bad, out)
