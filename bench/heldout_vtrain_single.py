@@ -48,10 +48,10 @@ RAW_COLUMNS = (
 NOTES = """
 - The shipped legacy profile is fitted on the dev file's runs of 3.6B-1T parameters on 8-512
   GPUs (steps of about 1-90 s). These runs are 0.2-1.2B parameters on 2-8 GPUs (steps of
-  0.06-2 s):
-  the shipped profile is too slow at tp 1 and too fast at tp 8, where a hidden-1024 layer split 8
-  ways leaves less GPU work per pass than the host needs to launch it (host-bound). No dev run is
-  in that regime, so the dev fit cannot move the host time (`layer_host_s`) off its prior.
+  0.06-2 s): the shipped profile is too slow at tp 1 and too fast at tp 8. At tp 8 the measured time per
+  micro-batch and layer stays near 4-5 ms from micro-batch 1 to 4 and from hidden 1024 to 2048:
+  the GPU work per pass is shorter than the host's launches (host-bound). No dev run is in
+  that regime, so the dev fit cannot move the host time (`layer_host_s`) off its prior.
 - Fitted on these runs alone, the same model form reaches 5.5 % on them but 15.6 % on the dev
   file's legacy rows; fitted on both, 11.0 % and 6.8 %. One set of efficiencies does not cover
   both regimes; the shipped profile stays fitted on the dev file (large runs).
