@@ -20,6 +20,7 @@ import numpy as np
 
 from scaleplan.costmodels import flops
 from scaleplan.specs.efficiency import EfficiencyProfile
+from scaleplan.specs.errors import SpecError
 from scaleplan.specs.hardware import GPUSpec
 from scaleplan.specs.model import ModelSpec
 
@@ -36,11 +37,14 @@ CPU_ADAM_BYTES_PER_S = 50e9  # host memory bandwidth a CPU Adam (DeepSpeed) stre
 
 
 def peak_flops_for(gpu: GPUSpec, precision_code: np.ndarray) -> np.ndarray:
-    """Dense GEMM peak per layout: bf16 (0), fp16 (1), fp8 (2; bf16 where the GPU has no fp8)."""
-    bf16 = gpu.peak_flops("bf16")
-    fp16 = gpu.peak_flops("fp16")
-    fp8 = gpu.peak_tflops.fp8 * 1e12 if gpu.peak_tflops.fp8 else bf16
+    """Dense GEMM peak per layout: bf16 (0), fp16 (1), fp8 (2; the 16-bit peak where the GPU has
+    no fp8). A bf16 layout on a GPU without bf16 (V100) is refused."""
     code = np.asarray(precision_code)
+    if gpu.peak_tflops.bf16 is None and np.any(code == 0):
+        raise SpecError(f"{gpu.name} has no bf16 tensor cores; use fp16", field="precision")
+    fp16 = gpu.peak_flops("fp16")
+    bf16 = gpu.peak_tflops.bf16 * 1e12 if gpu.peak_tflops.bf16 else fp16
+    fp8 = gpu.peak_tflops.fp8 * 1e12 if gpu.peak_tflops.fp8 else gpu.dense16_flops
     return np.where(code == 2, fp8, np.where(code == 1, fp16, bf16)).astype(np.float64)
 
 
@@ -96,7 +100,7 @@ def layer_times(
     tp = tp.astype(np.float64)
     tokens = micro_batch.astype(np.float64) * seq_length / cp  # tokens this GPU's GEMMs see
     peak = peak_flops_for(gpu, precision)
-    peak16 = gpu.peak_flops("bf16")
+    peak16 = gpu.dense16_flops
     hbm = gpu.hbm_bytes_per_s * prof.hbm_eff
 
     fp8 = np.asarray(precision) == 2

@@ -112,7 +112,7 @@ def rollout_time(
     # forward FLOPs per token are affine in the context length (attention over c keys)
     f0 = forward_flops_per_token_total(model, 1)
     f1 = forward_flops_per_token_total(model, 2) - f0
-    peak = gpu.peak_flops("bf16") * prof.gemm_max
+    peak = gpu.dense16_flops * prof.gemm_max
     hbm = gpu.hbm_bytes_per_s * prof.hbm_eff
     nvlink = gpu.nvlink_bytes_per_s_per_direction * prof.nvlink_eff
 

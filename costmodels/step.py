@@ -126,7 +126,7 @@ def estimate_step_batch(
     tokens_step = layouts.global_batch.astype(np.float64) * seq_length
     gpus = layouts.num_gpus.astype(np.float64)
     tok_per_gpu = tokens_step / step_s / gpus
-    peak = cluster.gpu.peak_flops("bf16")
+    peak = cluster.gpu.dense16_flops
     mfu = flops.model_flops_per_token(model, seq_length) * tok_per_gpu / peak
     frac = flops.recompute_layers_fraction(
         model.num_layers, pp, layouts.recompute_layers, split_code(layouts), layouts.vp

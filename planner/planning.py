@@ -149,7 +149,7 @@ class _Candidate:
 
 def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progress) -> _Candidate:
     cluster = _cluster(budget, num_gpus)
-    peak = cluster.gpu.peak_flops("bf16")
+    peak = cluster.gpu.dense16_flops
     seq = budget.data.seq_length
     if budget.phases.post_training_gpus and budget.phases.post_training_gpus > num_gpus:
         raise SpecError(
@@ -284,7 +284,7 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
             "iterations": iterations,
             "converged": status == "fixed point",
             "status": status,
-            "achievable_flops_per_gpu": result.step["mfu"] * cluster.gpu.peak_flops("bf16"),
+            "achievable_flops_per_gpu": result.step["mfu"] * cluster.gpu.dense16_flops,
         },
         search={
             "layouts_evaluated": counters["evaluated"],

@@ -20,7 +20,7 @@ from scaleplan.costmodels.memory import GIB, memory_per_gpu
 from scaleplan.costmodels.stage_layers import balanced_layout, embedding_loss_split
 from scaleplan.costmodels.step import StepBatch, estimate_step_batch
 from scaleplan.specs.hardware import ClusterSpec
-from scaleplan.specs.layout import RECOMPUTE_CODES, LayoutSpec, layout_violations
+from scaleplan.specs.layout import PRECISION_CODES, RECOMPUTE_CODES, LayoutSpec, layout_violations
 from scaleplan.specs.model import ModelSpec
 
 from .search_report import family_rejections, pareto_front
@@ -60,6 +60,8 @@ class SearchSpace:
     optimizer: tuple[str, ...] = ("replicated", "distributed", "zero3")
     micro_batch: tuple[int, ...] = (1, 2, 4, 8)
     recompute: tuple[str, ...] = ("none", "selective", "full")
+    # compute precision of every layout: the GPU's 16-bit format (fp16 on V100, else bf16)
+    precision: str = "bf16"
 
     @classmethod
     def default(cls, model: ModelSpec, cluster: ClusterSpec, seq_length: int) -> SearchSpace:
@@ -72,7 +74,7 @@ class SearchSpace:
         cp = _powers_of_two(min(max(seq_length // 4096, 1), 32, gpus))
         ep = _powers_of_two(min(model.moe.num_experts, gpus)) if model.moe else (1,)
         etp = (0, 1) if model.moe else (0,)
-        return cls(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp)
+        return cls(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, precision=cluster.gpu.half_precision)
 
     def size(self, gpu_counts: Sequence[int] = (1,)) -> int:
         dims = (
@@ -161,6 +163,7 @@ def candidate_grid(
         recompute=rc,
         account_embedding_loss_in_pipeline_split=split,
         balanced_pipeline_layout=balanced,
+        precision=PRECISION_CODES[space.precision],
     )
     return batch, gpus
 

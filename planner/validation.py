@@ -96,7 +96,7 @@ def step_time_from_metric(case: RunCase, value: float, flops_per_token: float) -
         return value
     if case.metric == "tokens_per_s_per_gpu":
         return case.tokens_per_step / (value * gpus)
-    peak = case.cluster.gpu.peak_flops("bf16")
+    peak = case.cluster.gpu.dense16_flops
     per_gpu_flops = value * 1e12 if case.metric == "tflops_per_gpu" else value / 100.0 * peak
     return case.tokens_per_step * flops_per_token / (per_gpu_flops * gpus)
 
@@ -111,7 +111,7 @@ def metric_from_step_time(case: RunCase, step_s: float, flops_per_token: float) 
     per_gpu_flops = case.tokens_per_step * flops_per_token / (step_s * gpus)
     if case.metric == "tflops_per_gpu":
         return per_gpu_flops / 1e12
-    return per_gpu_flops / case.cluster.gpu.peak_flops("bf16") * 100.0
+    return per_gpu_flops / case.cluster.gpu.dense16_flops * 100.0
 
 
 # --- reading rows ---------------------------------------------------------------------------
@@ -392,6 +392,11 @@ def row_to_case(index: int, row: Mapping[str, str]) -> RunCase | SkippedRow:
             )
         validate_layout(layout, model, num_gpus=num_gpus, seq_length=model.seq_length)
         cluster = _cluster(row, num_gpus, stack, assumptions)
+        if layout.precision == "bf16" and cluster.gpu.peak_tflops.bf16 is None:
+            if (row.get("precision") or "").strip():
+                raise SpecError(f"{cluster.gpu.name} has no bf16 tensor cores", field="precision")
+            layout = layout.model_copy(update={"precision": "fp16"})
+            assumptions.append(f"precision=fp16 (not stated; {cluster.gpu.name} has no bf16)")
     except SpecError as err:
         return SkippedRow(index, label, name, err.message)
     except ValidationError as err:  # pydantic validation of a spec built from the row

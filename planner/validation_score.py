@@ -118,7 +118,7 @@ def predict_cases(
         mfu = (
             flops.model_flops_per_token(case.model, case.seq_length)
             * case.tokens_per_step
-            / (step_s * case.layout.num_gpus * case.cluster.gpu.peak_flops("bf16"))
+            / (step_s * case.layout.num_gpus * case.cluster.gpu.dense16_flops)
         )
         mem = memory_breakdown(case.model, case.layout, case.seq_length)["total"]
         out.append(

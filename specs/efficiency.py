@@ -135,11 +135,12 @@ def shipped_profiles() -> dict[str, EfficiencyProfile]:
 
 
 def profile_name_for(gpu_name: str, stack: str = "default") -> str:
-    """Name of the shipped profile a GPU and stack use (the key of `shipped_profiles`)."""
+    """Name of the shipped profile a GPU and stack use (the key of `shipped_profiles`): the GPU's
+    profile for that stack, else its default-stack one, else any that lists it (V100: legacy)."""
     profiles = _profiles()
-    for want in (stack, "default"):
+    for want in (stack, "default", None):  # None: a GPU only one stack runs on (V100: legacy)
         for name, prof in profiles.items():
-            if gpu_name in prof.gpus and prof.stack == want:
+            if gpu_name in prof.gpus and want in (prof.stack, None):
                 return name
     return "default"
 

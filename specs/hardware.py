@@ -21,8 +21,8 @@ Precision = Literal["tf32", "bf16", "fp16", "fp8"]
 class PeakTflops(Spec):
     """Dense (no sparsity) peak tensor throughput per GPU, TFLOP/s. `None`: not supported."""
 
-    tf32: float = Field(gt=0)
-    bf16: float = Field(gt=0)
+    tf32: float | None = Field(default=None, gt=0)
+    bf16: float | None = Field(default=None, gt=0)  # None on Volta (V100): fp16 only
     fp16: float = Field(gt=0)
     fp8: float | None = Field(default=None, gt=0)
 
@@ -56,6 +56,16 @@ class GPUSpec(Spec):
     @property
     def nic_bytes_per_s(self) -> float:
         return self.nic_gbps_per_gpu * 1e9 / 8
+
+    @property
+    def half_precision(self) -> str:
+        """The 16-bit format its tensor cores run: bf16, or fp16 where there is no bf16 (V100)."""
+        return "bf16" if self.peak_tflops.bf16 else "fp16"
+
+    @property
+    def dense16_flops(self) -> float:
+        """Dense 16-bit tensor peak, FLOP/s: the denominator of MFU and HFU (bf16; fp16 on V100)."""
+        return self.peak_flops(self.half_precision)
 
     def peak_flops(self, precision: str) -> float:
         """Dense peak FLOP/s for a compute precision (`bf16`, `fp8`, ...)."""

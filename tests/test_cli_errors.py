@@ -54,6 +54,7 @@ FLAG_CASES = [
     ("bad-recompute", [*BASE, "--recompute", "sometimes"], ["--recompute", "sometimes"]),
     ("bad-precision", [*BASE, "--precision", "fp4"], ["--precision", "fp4"]),
     ("fp8-on-a100", [*BASE[:3], "--gpu", "a100-80gb", *BASE[5:], "--precision", "fp8"], ["layout.precision:", "fp8"]),
+    ("bf16-on-v100", [*BASE[:3], "--gpu", "v100", *BASE[5:], "--precision", "bf16"], ["layout.precision:", "no bf16", "fp16"]),
     ("zero-seq-len", [*BASE, "--seq-len", "0"], ["--seq-len"]),
     ("missing-model", ["simulate", "--gpu", "h100", "--gpus", "8"], ["model:", "--model"]),
     ("missing-gpu", ["simulate", "--model", "llama3-8b", "--gpus", "8"], ["gpu:", "--gpu"]),

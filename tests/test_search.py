@@ -248,3 +248,21 @@ def test_time_tolerance_picks_the_cheapest_near_fastest() -> None:
     assert per_token(thrifty) * thrifty.num_gpus <= per_token(fastest) * fastest.num_gpus * (
         1 + 1e-9
     )
+
+
+def test_volta_plans_fp16() -> None:
+    """A GPU without bf16 tensor cores (V100) is searched, costed and rated against its fp16 peak;
+    a bf16 layout on it is refused with the reason."""
+    cluster = make_cluster("V100", 16)
+    model = get_model("llama3-8b").model_copy(update={"num_layers": 8})
+    space = SearchSpace.default(model, cluster, 2048)
+    assert (
+        space.precision == "fp16"
+        and SearchSpace.default(model, make_cluster("A100", 16), 2048).precision == "bf16"
+    )
+    result = search_layouts(model, cluster, 2048, 64)
+    assert result.best.precision == "fp16"
+    step = estimate_step(model, cluster, result.best, 2048)
+    assert cluster.gpu.dense16_flops == 125e12 and 0.0 < step.mfu < 1.0
+    with pytest.raises(SpecError, match="no bf16"):
+        estimate_step(model, cluster, result.best.model_copy(update={"precision": "bf16"}), 2048)

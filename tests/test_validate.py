@@ -267,6 +267,19 @@ def test_stack_defaults_for_unstated_optimizer_and_gradient_overlap() -> None:
     assert any("after the backward" in a for a in legacy.assumptions)
 
 
+def test_volta_rows_run_fp16() -> None:
+    """A V100 row without a precision is assumed fp16 (the GPU has no bf16); one that states bf16
+    is listed as unpredictable with the reason."""
+    v100 = {**GOOD_ROW, "gpu_type": "Tesla V100-SXM2-32GB", "precision": ""}
+    case = row_to_case(0, v100)
+    assert isinstance(case, RunCase) and case.layout.precision == "fp16"
+    assert case.cluster.gpu.name == "V100-SXM2-32GB"
+    assert case.cluster.profile.name == "A100/megatron-legacy"  # no Transformer Engine on Volta
+    assert any("has no bf16" in a for a in case.assumptions)
+    refused = row_to_case(0, {**v100, "precision": "bf16"})
+    assert isinstance(refused, SkippedRow) and "no bf16" in refused.reason
+
+
 def test_heldout_vtrain_single_converter(tmp_path: Path) -> None:
     """bench/heldout_vtrain_single.py turns vTrain's single-node CSV into predictable rows."""
     import importlib.util

@@ -126,11 +126,17 @@ def build_input(
             _int_field(seq_length, "seq_length")
         seq = seq_length or model.seq_length
         full, num_gpus = complete_layout(layout, gpus)
-        lay = validate(LayoutSpec, full, prefix="layout", source=source)
         cluster = resolve_cluster(gpu, num_gpus)
+        if full.get("precision") is None:
+            full = {**full, "precision": cluster.gpu.half_precision}  # fp16 on V100, else bf16
+        lay = validate(LayoutSpec, full, prefix="layout", source=source)
         validate_layout(lay, model, num_gpus=num_gpus, seq_length=seq)
         if lay.precision == "fp8" and cluster.gpu.peak_tflops.fp8 is None:
             raise SpecError(f"{cluster.gpu.name} has no fp8 tensor cores", field="layout.precision")
+        if lay.precision == "bf16" and cluster.gpu.peak_tflops.bf16 is None:
+            raise SpecError(
+                f"{cluster.gpu.name} has no bf16 tensor cores; use fp16", field="layout.precision"
+            )
     except SpecError as err:
         raise err.with_source(source) if source else err from None
     return SimulationInput(name=name, model=model, cluster=cluster, layout=lay, seq_length=seq)
