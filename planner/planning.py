@@ -51,6 +51,14 @@ def _cluster(budget: BudgetSpec, num_gpus: int) -> ClusterSpec:
         if getattr(opts, key) is not None:
             fields[key] = getattr(opts, key)
     fields["inter_node_topology"] = opts.inter_node_topology
+    if opts.efficiency is not None:
+        fields["efficiency"] = opts.efficiency
+    elif opts.profile is not None:
+        raise SpecError(
+            "the profile file is read by `scaleplan plan`; give the profile inline as "
+            "cluster.efficiency when planning from Python",
+            field="cluster.profile",
+        )
     fields["oversubscription"] = opts.oversubscription
     if budget.usd_per_gpu_hour is not None:
         fields["usd_per_gpu_hour"] = budget.usd_per_gpu_hour

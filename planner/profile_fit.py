@@ -163,3 +163,35 @@ def leave_one_source_out(
         table = {name: fitted.get(name) or fallback_profile(name, pooled) for name in names}
         out.extend(predict_cases(test, table))
     return sorted(out, key=lambda p: p.case.index)
+
+
+def calibrate_from_shipped(
+    cases: Sequence[RunCase], max_nfev: int = 300
+) -> dict[str, tuple[ProfileFit, float, float]]:
+    """A user's measured runs (`scaleplan calibrate --runs`): per shipped profile their rows use,
+    that profile refitted on them, starting from (and pulled towards) the shipped values, with the
+    rows' MAPE before and after. Fewer runs fit fewer parameters (`calibration.default_fit`)."""
+    groups: dict[str, list[RunCase]] = {}
+    for case in cases:
+        groups.setdefault(case.cluster.profile.name, []).append(case)
+    out: dict[str, tuple[ProfileFit, float, float]] = {}
+    for name, members in sorted(groups.items()):
+        base = members[0].cluster.profile
+        report = calibrate_report(
+            to_measured_runs(members), base=base, fit=fit_parameters(members), name=name,
+            max_nfev=max_nfev,
+        )  # fmt: skip
+        sources = tuple(sorted({c.source for c in members}))
+        fitted = report.profile.model_copy(
+            update={
+                "fitted_on": f"{len(members)} runs: {', '.join(sources)}; from the shipped {name}"
+            }
+        )
+        before = _mape(predict_cases(members))
+        after = _mape(predict_cases(members, {name: fitted}))
+        out[name] = (ProfileFit(name, _with_profile(report, fitted), sources), before, after)
+    return out
+
+
+def _mape(preds: Sequence[Prediction]) -> float:
+    return sum(abs(p.error_pct) for p in preds) / max(len(preds), 1)

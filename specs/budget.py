@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Spec
+from .efficiency import EfficiencyProfile
 
 
 class ClusterOptions(Spec):
@@ -15,6 +16,10 @@ class ClusterOptions(Spec):
     inter_node_topology: Literal["rail-optimized", "fat-tree"] = "rail-optimized"
     oversubscription: float = Field(default=1.0, ge=1.0)
     nic_gbps_per_gpu: float | None = Field(default=None, gt=0)
+    # A fitted efficiency profile (`scaleplan calibrate --out FILE`), read next to the budget by
+    # `scaleplan plan`, which puts it into `efficiency`; or `efficiency` given inline.
+    profile: str | None = Field(default=None, min_length=1)
+    efficiency: EfficiencyProfile | None = None
 
 
 class DataSource(Spec):

@@ -86,3 +86,51 @@ def read_document(path: str | Path) -> Any:
 
 def load_spec(model: type[M], path: str | Path) -> M:
     return validate(model, read_document(path), source=str(path))
+
+
+def read_profiles(path: str | Path) -> dict[str, Any]:
+    """The efficiency profiles in a file, by name. Accepted: what `scaleplan calibrate --out`
+    writes and `specs/catalog/profiles.yaml` holds ({name: profile, ...}), one bare profile, or
+    an object with a `profile` key (`scaleplan calibrate --json`)."""
+    from .efficiency import EfficiencyProfile
+
+    data = read_document(path)
+    if isinstance(data, dict) and isinstance(data.get("profile"), dict):
+        data = data["profile"]
+    if not isinstance(data, dict) or not data:
+        raise SpecError(
+            "expected an efficiency profile, or a mapping of named ones", source=str(path)
+        )
+    fields = set(EfficiencyProfile.model_fields)
+    if set(data) & fields:  # one bare profile
+        prof = validate(EfficiencyProfile, data, source=str(path))
+        return {prof.name: prof}
+    out = {}
+    for name, values in data.items():
+        if not isinstance(values, dict):
+            raise SpecError(
+                "expected a profile (a mapping of its fields)", field=str(name), source=str(path)
+            )
+        out[str(name)] = validate(
+            EfficiencyProfile, {**values, "name": str(name)}, str(name), str(path)
+        )
+    return out
+
+
+def profile_for_gpu(profiles: dict[str, Any], gpu_name: str, path: str | Path) -> Any:
+    """The one profile of a file that applies to a catalog GPU: the file's only profile, else the
+    one that lists the GPU (default stack first), else the one named like its shipped profile."""
+    from .efficiency import profile_name_for
+
+    if len(profiles) == 1:
+        return next(iter(profiles.values()))
+    listing = [p for p in profiles.values() if gpu_name in p.gpus]
+    listing.sort(key=lambda p: p.stack != "default")
+    if listing:
+        return listing[0]
+    named = profiles.get(profile_name_for(gpu_name))
+    if named is not None:
+        return named
+    raise SpecError(
+        f"no profile for {gpu_name} among {', '.join(sorted(profiles))}", source=str(path)
+    )

@@ -62,6 +62,32 @@ def _resolve_fit(budget: Any, budget_path: Path) -> Any:
     return budget.model_copy(update={"law": law})
 
 
+def _resolve_profile(budget: Any, budget_path: Path) -> Any:
+    """`cluster.profile` (a file of `scaleplan calibrate --out`), read from the working directory
+    or next to the budget, becomes the cluster's inline `efficiency` for the budget's GPU."""
+    from scaleplan.specs.hardware import get_gpu
+    from scaleplan.specs.loader import profile_for_gpu, read_profiles
+
+    name = budget.cluster.profile
+    if not name:
+        return budget
+    path = Path(name)
+    if not path.is_absolute() and not path.exists() and (budget_path.parent / name).exists():
+        path = budget_path.parent / name
+    if not path.exists():
+        raise SpecError(
+            f"profile file '{name}' not found (looked in the working directory and next to the "
+            "budget); write one with `scaleplan validate --runs RUNS.csv --fit-profile FILE` or `scaleplan calibrate METRICS --out FILE`",
+            field="cluster.profile",
+            source=str(budget_path),
+        )
+    gpu = get_gpu(budget.gpu, field="gpu")
+    prof = profile_for_gpu(read_profiles(path), gpu.name, path)
+    return budget.model_copy(
+        update={"cluster": budget.cluster.model_copy(update={"efficiency": prof})}
+    )
+
+
 def _report_writer() -> Any:
     """`scaleplan.planner.report.write_report`, or None when that module is not installed."""
     if importlib.util.find_spec("scaleplan.planner.report") is None:
@@ -97,6 +123,7 @@ def plan(budget_file: str, out: str | None, as_json: bool, report_dir: str | Non
                 field="--report",
             )
     budget = _resolve_fit(load_spec(BudgetSpec, budget_file), Path(budget_file))
+    budget = _resolve_profile(budget, Path(budget_file))
     progress = None if as_json else _progress
     try:
         result = make_plan(budget, progress=progress)

@@ -200,6 +200,24 @@ def simulation_inputs(spec_file: str | None, opts: dict[str, Any]) -> list[Simul
     ]
 
 
+def with_profile(inputs: list[SimulationInput], path: str) -> list[SimulationInput]:
+    """Each input's cluster with the file's profile for its GPU (`--profile`)."""
+    import dataclasses
+
+    from scaleplan.specs.loader import profile_for_gpu, read_profiles
+
+    profiles = read_profiles(path)
+    return [
+        dataclasses.replace(
+            inp,
+            cluster=inp.cluster.model_copy(
+                update={"efficiency": profile_for_gpu(profiles, inp.cluster.gpu.name, path)}
+            ),
+        )
+        for inp in inputs
+    ]
+
+
 _POS = click.IntRange(min=1)
 
 
@@ -257,10 +275,21 @@ _POS = click.IntRange(min=1)
 @click.option(
     "--tokens", type=click.FloatRange(min=0, min_open=True), help="token budget: time and $"
 )
+@click.option(
+    "--profile",
+    "profile_file",
+    type=click.Path(dir_okay=False),
+    help="efficiency profile file (`scaleplan calibrate --out`) instead of the shipped one",
+)
 @click.option("--explain", is_flag=True, help="print each step-time term with formula and source")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object to stdout")
 def simulate(
-    spec_file: str | None, as_json: bool, tokens: float | None, explain: bool, **opts: Any
+    spec_file: str | None,
+    as_json: bool,
+    tokens: float | None,
+    explain: bool,
+    profile_file: str | None,
+    **opts: Any,
 ) -> None:
     """Dry-run a layout, or every phase of a plan: FLOPs per token (model and hardware, by op)
     and memory per GPU by component against HBM, and whether it fits.
@@ -276,6 +305,8 @@ def simulate(
     A plan file gives {"plan": name, "phases": [one such object per phase]}.
     """
     inputs = simulation_inputs(spec_file, opts)
+    if profile_file is not None:
+        inputs = with_profile(inputs, profile_file)
     results = [simulate_result(inp) for inp in inputs]
     for result in results:
         add_token_budget(result, tokens)

@@ -18,15 +18,24 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def load_profile(path: str) -> Any:
-    """One `EfficiencyProfile` from a YAML or JSON file (e.g. what `scaleplan calibrate` fitted)."""
-    from scaleplan.specs.efficiency import EfficiencyProfile
-    from scaleplan.specs.loader import read_document, validate
+def profile_overrides(path: str, cases: list[Any]) -> dict[str, Any]:
+    """Shipped profile name -> the profile a `--profile` file gives it: a file with one profile
+    (e.g. `scaleplan calibrate --out`) applies to every row; a file with several (the
+    profiles.yaml format) replaces the shipped profiles of the same names."""
+    from scaleplan.specs.loader import read_profiles
 
-    data = read_document(path)
-    if isinstance(data, dict) and "profile" in data and isinstance(data["profile"], dict):
-        data = data["profile"]
-    return validate(EfficiencyProfile, data, source=path)
+    profiles = read_profiles(path)
+    if len(profiles) == 1:
+        only = next(iter(profiles.values()))
+        return {c.cluster.profile.name: only for c in cases}
+    return profiles
+
+
+def _profile_label(name: str, override: dict[str, Any] | None, path: str | None) -> str:
+    """The shipped profile's name, or `FILE:name` where the --profile file replaced it."""
+    if override and name in override:
+        return f"{path}:{override[name].name}"
+    return name
 
 
 def validation_payload(
@@ -40,10 +49,7 @@ def validation_payload(
     from scaleplan.planner.validation_score import predict_cases, summarize
 
     cases, skipped = load_cases(path, assume=assume, source=source)
-    override = None
-    if profile_path is not None:
-        prof = load_profile(profile_path)
-        override = {c.cluster.profile.name: prof for c in cases}
+    override = profile_overrides(profile_path, cases) if profile_path is not None else None
     preds = predict_cases(cases, override)
     summary = summarize(preds, n_skipped=len(skipped))
     rows = [
@@ -54,7 +60,7 @@ def validation_payload(
             "gpu": p.case.cluster.gpu.name,
             "num_gpus": p.case.layout.num_gpus,
             "stack": p.case.stack,
-            "profile": p.case.cluster.profile.name if profile_path is None else profile_path,
+            "profile": _profile_label(p.case.cluster.profile.name, override, profile_path),
             "metric": p.case.metric,
             "measured": p.case.measured,
             "predicted": p.predicted,
@@ -162,12 +168,20 @@ def render(payload: dict[str, Any], console: Any) -> None:
 @click.option(
     "--source", "source_filter", default=None, help="only rows whose source contains this text"
 )
+@click.option(
+    "--fit-profile",
+    "fit_out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="refit the shipped profiles on these runs (your own measurements) and write them here",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object to stdout")
 def validate(
     runs_path: str | None,
     profile_path: str | None,
     assume_items: tuple[str, ...],
     source_filter: str | None,
+    fit_out: str | None,
     as_json: bool,
 ) -> None:
     """Predict every run of a published-runs CSV and compare with what was measured.
@@ -178,17 +192,35 @@ def validate(
     optional `software_stack` column picks the stack; without it, Megatron-DeepSpeed or fp16 runs
     use `megatron-legacy`, the rest `default`), or --profile for all rows.
 
+    --fit-profile OUT.yaml refits each shipped profile the rows use on those rows (from the
+    shipped values; fewer runs fit fewer parameters) and writes them for `--profile`, `simulate
+    --profile` and a budget's `cluster.profile`; the error it reports after the fit is in-sample.
+
     --json keys: rows (index, source, model, metric, measured, predicted, error_pct, ...),
     skipped (index, reason), summary (mape_pct, median_pct, max_pct, n_predicted, n_skipped,
-    by_source).
+    by_source); with --fit-profile also fits (profile, n_runs, mape_before_pct,
+    mape_after_pct), profiles and out.
     """
     from scaleplan.planner.validation import parse_assumptions
     from scaleplan.specs.errors import SpecError
 
     path = runs_path or _builtin_runs()
     assume = parse_assumptions(assume_items)
+    if fit_out is not None and profile_path is not None:
+        raise SpecError(
+            "--fit-profile refits the shipped profiles; drop --profile", field="--fit-profile"
+        )
     try:
         payload = validation_payload(path, profile_path, assume, source_filter)
+        if fit_out is not None:
+            from scaleplan.planner.validation import load_cases
+
+            from .calibrate_runs import fit_profiles_payload, write_profiles
+
+            cases, _ = load_cases(path, assume=assume, source=source_filter)
+            payload.update(fit_profiles_payload(cases))
+            write_profiles(payload["profiles"], fit_out)
+            payload["out"] = fit_out
     except SpecError as err:
         raise err.with_source(path) from None
     if as_json:
@@ -196,4 +228,9 @@ def validate(
         return
     from rich.console import Console
 
-    render(payload, Console(width=160))
+    console = Console(width=160)
+    render(payload, console)
+    if fit_out is not None:
+        from .calibrate_runs import render_fits
+
+        render_fits(payload, fit_out, console)
