@@ -32,6 +32,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "validate",
         "Check the simulator against measured published runs.",
     ),
+    "catalog": (
+        "scaleplan.planner.cli.catalog_cmd",
+        "catalog",
+        "List the shipped GPUs, model presets and efficiency profiles.",
+    ),
     "fit": ("scaleplan.planner.cli.fit_cmd", "fit", "Fit a scaling law to ladder runs."),
     "optimal": (
         "scaleplan.planner.cli.fit_cmd",
