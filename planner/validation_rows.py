@@ -7,6 +7,7 @@ import re
 
 from scaleplan.costmodels import flops
 from scaleplan.costmodels.stage_layers import split_code
+from scaleplan.specs.errors import SpecError
 from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import ModelSpec
 
@@ -51,37 +52,57 @@ def source_label(source: str) -> str:
     return text.split(" (")[0][:40] or "unknown"
 
 
+_NO = ("none", "no", "off", "false", "0", "disabled", "n/a", "-")
+_YES = ("yes", "true", "on", "1", "enabled")
+
+
 def parse_recompute(text: str) -> tuple[str, float]:
-    """(mode, fraction of layers) from cells like 'full', 'selective (per-op)', 'none'.
+    """(mode, fraction of layers) from cells like 'full', 'selective (per-op)', 'none', 'yes',
+    'full (4 of 12 layers)'. A cell it cannot read raises `SpecError` (the row is listed as not
+    predicted) rather than being taken as 'none'.
 
     torchtitan's 'selective (per-layer)' checkpoints every second layer in full (its default
     `selective_ac_option = 2`), i.e. full recompute of half the layers.
     """
     t = text.strip().lower()
-    if not t or t.startswith("none") or t == "no":
+    if not t or t.split(" (")[0] in _NO or t.startswith("none"):
         return "none", 1.0
     if "per-layer" in t:
         return "full", 0.5
-    if t.startswith("selective"):
+    if "selective" in t:
         return "selective", 1.0
-    if t.startswith("full") or "checkpoint" in t:
+    if m := re.search(r"(\d+)\s*(?:of|/)\s*(\d+)", t):
+        done, total = int(m.group(1)), int(m.group(2))
+        if 0 < done <= total:
+            return "full", done / total
+    if t.startswith(("full", "partial")) or "checkpoint" in t or t.split(" (")[0] in _YES:
         return "full", 1.0
-    return "none", 1.0
+    raise SpecError(
+        f"cannot read recompute={text.strip()!r} (none, selective, full, 'full (K of L layers)')",
+        field="recompute",
+    )
 
 
 def parse_sharding(text: str) -> tuple[int, bool]:
-    """(zero_stage, distributed_optimizer) from cells like 'FSDP FULL_SHARD', 'ZeRO-1'."""
+    """(zero_stage, distributed_optimizer) from cells like 'FSDP FULL_SHARD', 'ZeRO-1', 'ZeRO
+    stage 2', 'SHARD_GRAD_OP', 'HYBRID_SHARD' (sharded within a group: ZeRO-3 there)."""
     t = text.strip().lower()
     if not t:
         return 0, False
-    if (
-        re.search(r"zero-?3|full[_ ]shard|megatron-fsdp|fsdp2|^fsdp|fully sharded", t)
-        and "fsdp=0" not in t.split("(")[0]
+    head = t.split("(")[0]
+    stage = re.search(r"zero[-_ ]?(?:stage[-_ ]?)?([0-3])\b|\bstage[-_ ]?([0-3])\b", t)
+    if stage:
+        n = int(stage.group(1) or stage.group(2))
+        return (0, True) if n == 1 else (n, False)
+    if re.search(r"shard_grad_op|grad[_ ]op", t):
+        return 2, False
+    if "no_shard" in t or "fsdp=0" in head:
+        return (0, True) if re.search(r"distributed optimizer|dist-opt", t) else (0, False)
+    if re.search(
+        r"zero-?3|full[_ ]shard|hybrid[_ ]shard|\bhsdp\b|megatron-fsdp|fsdp2|^fsdp|fully sharded", t
     ):
         return 3, False
-    if re.search(r"zero-?2", t):
-        return 2, False
-    if re.search(r"zero-?1|distributed optimizer|dist-opt", t):
+    if re.search(r"distributed optimizer|distributed_fused_adam|dist-opt", t):
         return 0, True
     return 0, False
 
@@ -107,10 +128,14 @@ def parse_stack(row: dict[str, str] | object) -> str:
 
 
 def parse_precision(text: str) -> str:
+    """'fp8', 'fp16' or 'bf16' from cells like 'fp8-cs', 'MXFP8', 'mixed fp16', 'AMP bf16'; the
+    compute format wins over the master weights' (an 'fp8, bf16 params' run computes in fp8)."""
     t = text.strip().lower()
-    if t.startswith("fp8"):
+    if "fp8" in t:
         return "fp8"
-    if t.startswith("fp16"):
+    if "bf16" in t or "bfloat16" in t:
+        return "bf16"
+    if re.search(r"fp16|float16|\bhalf\b", t):
         return "fp16"
     return "bf16"
 
@@ -122,10 +147,17 @@ def parse_nic_gbps_per_gpu(text: str, gpus_per_node: int) -> float | None:
     and vTrain's 'inter_node_bandwidth=800' (Gbit/s per node). Returns None when unstated.
     """
     t = text.lower()
+    gbit = r"g(?:b(?:it)?)?(?:/s|ps)?\b"  # 400G, 400 Gb/s, 400Gbps, 400 Gbit/s
     per_node: float | None = None
-    if m := re.search(r"(\d+)\s*x\s*(\d+)\s*gb(?:/s|ps)", t):
+    if m := re.search(r"(\d+(?:\.\d+)?)\s*" + gbit + r"\s*(?:per|/)\s*gpu", t):
+        return float(m.group(1))
+    if m := re.search(r"(\d+)\s*x\s*(\d+)\s*" + gbit, t):
         per_node = float(m.group(1)) * float(m.group(2))
-    elif m := re.search(r"(\d+)\s*gb(?:/s|ps)\s*node-node", t):
+    elif m := re.search(r"(\d+(?:\.\d+)?)\s*tb(?:it)?(?:/s|ps)", t):
+        per_node = 1000.0 * float(m.group(1))
+    elif m := re.search(r"(\d+)\s*" + gbit + r"\s*(?:node-node|per node|/node)", t):
+        per_node = float(m.group(1))
+    elif m := re.search(r"\befa\D{0,8}(\d+)\s*" + gbit, t):  # AWS EFA: the instance's total
         per_node = float(m.group(1))
     elif m := re.search(r"inter_node_bandwidth\s*=\s*(\d+)", t):
         per_node = float(m.group(1))

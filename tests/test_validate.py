@@ -21,11 +21,13 @@ from scaleplan.planner.validation import (
 from scaleplan.planner.validation_rows import (
     flop_convention,
     parse_nic_gbps_per_gpu,
+    parse_precision,
     parse_recompute,
     parse_sharding,
     parse_stack,
     source_label,
 )
+from scaleplan.specs.errors import SpecError
 
 BUILTIN = Path(str(resources.files("scaleplan.specs") / "data/published_runs_dev.csv"))
 GOOD_ROW = {
@@ -48,6 +50,12 @@ def test_interconnect_parsing() -> None:
     assert parse_nic_gbps_per_gpu("node_size 8, inter_node_bandwidth=800", 8) == 100
     assert parse_nic_gbps_per_gpu("NVLink intra-node; 4x Omni-Path links per node", 8) == 50
     assert parse_nic_gbps_per_gpu("DGX-H100 system", 8) is None
+    # other ways runs state their network: per node, per GPU, in Tb/s, AWS EFA totals
+    assert parse_nic_gbps_per_gpu("RoCE 4x400G", 8) == 200
+    assert parse_nic_gbps_per_gpu("3.2 Tbps per node", 8) == 400
+    assert parse_nic_gbps_per_gpu("400 Gb/s per GPU (ConnectX-7)", 8) == 400
+    assert parse_nic_gbps_per_gpu("AWS p5, EFA 3200 Gbps", 8) == 400
+    assert parse_nic_gbps_per_gpu("400 Gb/s", 8) is None  # per GPU or per node? not guessed
 
 
 def test_cell_parsing_and_conventions() -> None:
@@ -55,6 +63,17 @@ def test_cell_parsing_and_conventions() -> None:
     assert parse_recompute("selective (per-op)") == ("selective", 1.0)
     assert parse_recompute("selective (per-layer)") == ("full", 0.5)
     assert parse_recompute("") == ("none", 1.0)
+    assert parse_recompute("yes") == ("full", 1.0) and parse_recompute("off") == ("none", 1.0)
+    assert parse_recompute("partial (4 of 12 layers)") == ("full", 4 / 12)
+    assert parse_recompute("Megatron selective") == ("selective", 1.0)
+    with pytest.raises(SpecError, match="recompute"):
+        parse_recompute("sometimes")  # not silently 'none'
+    assert parse_sharding("ZeRO stage 2") == (2, False)
+    assert parse_sharding("FSDP SHARD_GRAD_OP") == (2, False)
+    assert parse_sharding("FSDP HYBRID_SHARD") == (3, False)
+    assert parse_sharding("FSDP NO_SHARD") == (0, False)
+    assert parse_precision("mixed fp16") == "fp16" and parse_precision("MXFP8") == "fp8"
+    assert parse_precision("bfloat16") == "bf16" and parse_precision("fp8, bf16 params") == "fp8"
     assert parse_sharding("FSDP FULL_SHARD (ZeRO-3-like)") == (3, False)
     assert parse_sharding("Megatron-FSDP (sharding group 64)") == (3, False)
     assert parse_sharding("DDP + distributed optimizer (FSDP=0 in table)") == (0, True)
@@ -96,6 +115,7 @@ def test_row_to_case_maps_the_row() -> None:
         ({"measured_tokens_per_sec_per_gpu": ""}, "no measured value"),
         ({"params_billion": "50"}, "parameters"),
         ({"heads": "7"}, "num_heads"),
+        ({"recompute": "sometimes"}, "cannot read recompute"),
     ],
 )
 def test_unpredictable_rows_say_why(change: dict[str, str], reason: str) -> None:
