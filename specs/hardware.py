@@ -90,6 +90,42 @@ def _undecorated(name: str) -> str:
     return _normalise(_DECORATION.sub(" ", name))
 
 
+_FAMILY = re.compile(
+    r"gb300|gb200|gh200|b300|b200|h200|h800|h100|a800|a100|v100|mi325x|mi300x|mi250x"
+)
+
+
+def _by_parts(name: str) -> str | None:
+    """A catalog GPU from a name's parts in any order ('A100 80GB SXM', 'V100 32GB SXM2'): its
+    family, memory (GB, when given) and form factor (PCIe / NVL / SXM, when given), if exactly
+    one entry has them all. No guess across form factors: 'H200 NVL' finds nothing."""
+    t = name.lower()
+    fam = _FAMILY.search(t.replace(" ", "").replace("-", ""))
+    if fam is None:
+        return None
+    family = fam.group(0)
+    rest = t.replace(family, " ")
+    mem = re.search(r"(\d+)\s*g(?:i?b)?\b", rest)
+    form = "pcie" if "pcie" in t else "nvl" if re.search(r"nvl(?!\d)", t) else "sxm"
+    out = []
+    for gpu in gpu_catalog().values():
+        own = _FAMILY.search(gpu.name.lower().replace("-", ""))
+        if own is None or own.group(0) != family:
+            continue
+        lowered = gpu.name.lower()
+        gpu_form = (
+            "pcie" if "pcie" in lowered else "nvl" if re.search(r"nvl(?!\d)", lowered) else "sxm"
+        )
+        if gpu_form != form:
+            continue
+        if mem and abs(gpu.hbm_gb - float(mem.group(1))) > 0.1 * gpu.hbm_gb:
+            continue
+        out.append(gpu.name)
+    if len(out) > 1 and not mem:  # 'A100 SXM': the larger part, as the bare family name does
+        out = [max(out, key=lambda n: gpu_catalog()[n].hbm_gb)]
+    return out[0] if len(out) == 1 else None
+
+
 @functools.cache
 def gpu_catalog() -> dict[str, GPUSpec]:
     """Every GPU of the shipped catalog, by canonical name."""
@@ -110,7 +146,11 @@ def _alias_index() -> dict[str, str]:
 def get_gpu(name: str, field: str = "gpu") -> GPUSpec:
     """Look a GPU up by name or alias (`H100-SXM5-80GB`, `h100`, `A100 80GB` ...)."""
     index = _alias_index()
-    canonical = index.get(_normalise(str(name))) or index.get(_undecorated(str(name)))
+    canonical = (
+        index.get(_normalise(str(name)))
+        or index.get(_undecorated(str(name)))
+        or _by_parts(str(name))
+    )
     if canonical is None:
         known = ", ".join(sorted(gpu_catalog()))
         raise SpecError(f"unknown GPU '{name}'; known GPUs: {known}", field=field)

@@ -179,6 +179,12 @@ def test_gpu_catalog_aliases_and_errors() -> None:
         ("A800", "A800-SXM4-80GB"),
         ("NVIDIA GB300", "GB300-NVL72"),
         ("MI250X", "MI250X-GCD"),
+        # parts in any order: family, memory, form factor
+        ("A100 80GB SXM", "A100-SXM4-80GB"),
+        ("A100 40GB SXM", "A100-SXM4-40GB"),
+        ("V100 32GB SXM2", "V100-SXM2-32GB"),
+        ("B200 192GB", "B200-SXM-180GB"),
+        ("MI300X OAM", "MI300X"),
     ):
         assert get_gpu(printed).name == name, printed
     # Every catalog GPU has a shipped profile of its own family, and no alias names two GPUs.
@@ -189,6 +195,9 @@ def test_gpu_catalog_aliases_and_errors() -> None:
         for alias in (gpu.name, *gpu.aliases):
             owners.setdefault(re.sub(r"[^a-z0-9]", "", alias.lower()), set()).add(gpu.name)
     assert all(len(names) == 1 for names in owners.values())
+    for other_form in ("NVIDIA H200 NVL", "Tesla V100-PCIE-16GB", "A800 80GB PCIe"):
+        with pytest.raises(SpecError):  # no guess across form factors
+            get_gpu(other_form)
     with pytest.raises(SpecError) as info:
         get_gpu("rtx-9090")
     assert info.value.field == "gpu"
