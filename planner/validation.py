@@ -54,6 +54,14 @@ PARAMS_TOLERANCE = 0.25  # an architecture further than this from params_billion
 # Rows of a model the schema cannot express (MLA, shared experts, leading dense layers) that a
 # catalog preset describes: model_name pattern -> preset (the row keeps its seq_len)
 PRESET_ROWS = ((re.compile(r"deepseek-?v3", re.IGNORECASE), "deepseek-v3"),)
+# Well-known models a row may name without architecture columns: their catalog presets.
+NAMED_ROWS = (
+    (re.compile(r"llama[\s_-]*3(?:\.\d)?[\s_-]*8b", re.IGNORECASE), "llama3-8b"),
+    (re.compile(r"llama[\s_-]*3(?:\.\d)?[\s_-]*70b", re.IGNORECASE), "llama3-70b"),
+    (re.compile(r"llama[\s_-]*3(?:\.\d)?[\s_-]*405b", re.IGNORECASE), "llama3-405b"),
+    (re.compile(r"mixtral[\s_-]*8x7b", re.IGNORECASE), "mixtral-8x7b"),
+    (re.compile(r"gpt[\s_-]*3[\s_-]*175b", re.IGNORECASE), "gpt3-175b"),
+)
 # Multi-token prediction (DeepSeek-V3 section 2.2) adds modules no cost model counts yet
 MTP_ROW = re.compile(r"\bw(ith|/)\s*MTP\b", re.IGNORECASE)
 
@@ -162,12 +170,45 @@ def _measured(row: Mapping[str, str]) -> tuple[str, float] | None:
     return None
 
 
+def _named_preset(
+    name: str, seq: int | None, params_billion: float | None, assumptions: list[str]
+) -> ModelSpec | None:
+    """The catalog preset a row without architecture columns names ('Llama 3.1 70B'), if any."""
+    for pattern, preset in NAMED_ROWS:
+        if not pattern.search(name):
+            continue
+        model = get_model(preset)
+        total = model.params_total / 1e9
+        if params_billion and abs(total - params_billion) / params_billion > PARAMS_TOLERANCE:
+            raise SpecError(
+                f"the row names {preset} ({total:.1f}B parameters) but states {params_billion:g}B",
+                field="params_billion",
+            )
+        assumptions.append(
+            f"architecture from the catalog preset {preset} (no architecture columns)"
+        )
+        if seq is None:
+            assumptions.append(f"seq_len={model.seq_length} (the preset's; not stated)")
+            return model
+        return model.model_copy(update={"seq_length": seq})
+    return None
+
+
 def _model(row: Mapping[str, str], assumptions: list[str]) -> ModelSpec:
     name = (row.get("model_name") or "custom").strip()
     layers, hidden, heads = _int(row, "layers"), _int(row, "hidden"), _int(row, "heads")
     seq = _int(row, "seq_len")
+    if not (layers or hidden or heads):
+        named = _named_preset(name, seq, _num(row, "params_billion"), assumptions)
+        if named is not None:
+            return named
     if not (layers and hidden and heads and seq):
-        raise SpecError("layers, hidden, heads and seq_len are needed", field="model")
+        raise SpecError(
+            "layers, hidden, heads and seq_len are needed (or a model_name the catalog knows: "
+            + ", ".join(preset for _, preset in NAMED_ROWS)
+            + ")",
+            field="model",
+        )
     if MTP_ROW.search(name):
         raise SpecError(
             "multi-token prediction (MTP) modules are not modelled (extra layers on the last "

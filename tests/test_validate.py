@@ -333,3 +333,28 @@ def test_heldout_vtrain_single_converter(tmp_path: Path) -> None:
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(SystemExit):
         heldout.convert(bad, out)
+
+
+def test_a_named_model_without_architecture_columns_uses_its_preset() -> None:
+    bare = {
+        k: v
+        for k, v in GOOD_ROW.items()
+        if k not in ("layers", "hidden", "ffn_hidden", "heads", "kv_heads", "vocab")
+    }
+    named = {
+        **bare,
+        "model_name": "Llama 3.1 70B",
+        "params_billion": "70.6",
+        "seq_len": "8192",
+        "tp": "8",
+        "dp": "8",
+    }
+    case = row_to_case(0, named)
+    assert (
+        isinstance(case, RunCase) and case.model.num_layers == 80 and case.model.seq_length == 8192
+    )
+    assert any("preset llama3-70b" in a for a in case.assumptions)
+    wrong = row_to_case(0, {**named, "params_billion": "13"})
+    assert isinstance(wrong, SkippedRow) and "states 13B" in wrong.reason
+    unknown = row_to_case(0, {**bare, "model_name": "Some 13B"})
+    assert isinstance(unknown, SkippedRow) and "llama3-70b" in unknown.reason
