@@ -300,6 +300,13 @@ def _layout(
     row: Mapping[str, str], num_gpus: int, stack: str, assumptions: list[str]
 ) -> LayoutSpec:
     tp, pp = _int(row, "tp"), _int(row, "pp")
+    sharded_dp = parse_sharding(row.get("zero_stage_or_fsdp") or "") != (0, False)
+    if tp is None and pp is None and sharded_dp:
+        tp = pp = 1  # an FSDP/ZeRO run that names no model parallelism is data parallel
+        assumptions.append("tp=pp=1 (not stated; a sharded data-parallel run)")
+    elif (tp is None) != (pp is None):
+        assumptions.append(f"{'pp' if pp is None else 'tp'}=1 (not stated; the other is)")
+        tp, pp = tp or 1, pp or 1
     if tp is None or pp is None:
         raise SpecError("tensor/pipeline split (tp, pp) not given", field="tp")
     cp = _int(row, "cp") or 1

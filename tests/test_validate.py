@@ -109,7 +109,7 @@ def test_row_to_case_maps_the_row() -> None:
     ("change", "reason"),
     [
         ({"micro_batch": ""}, "micro_batch not given"),
-        ({"tp": ""}, "tp, pp"),
+        ({"tp": "", "pp": ""}, "tp, pp"),
         ({"gpu_type": "Z9000"}, "unknown GPU"),
         ({"dp": "8"}, "differs from num_gpus"),
         ({"measured_tokens_per_sec_per_gpu": ""}, "no measured value"),
@@ -358,3 +358,21 @@ def test_a_named_model_without_architecture_columns_uses_its_preset() -> None:
     assert isinstance(wrong, SkippedRow) and "states 13B" in wrong.reason
     unknown = row_to_case(0, {**bare, "model_name": "Some 13B"})
     assert isinstance(unknown, SkippedRow) and "llama3-70b" in unknown.reason
+
+
+def test_unstated_model_parallelism() -> None:
+    """tp/pp left empty: an FSDP/ZeRO row is data parallel; one of them stated means the other
+    is 1; neither and no sharding stays unpredictable. Each assumption is listed."""
+    fsdp = {**GOOD_ROW, "tp": "", "pp": "", "dp": "", "zero_stage_or_fsdp": "FSDP FULL_SHARD"}
+    case = row_to_case(0, fsdp)
+    assert isinstance(case, RunCase) and (case.layout.tp, case.layout.pp, case.layout.dp) == (
+        1,
+        1,
+        64,
+    )
+    assert any("sharded data-parallel" in a for a in case.assumptions)
+    tp_only = row_to_case(0, {**GOOD_ROW, "pp": ""})
+    assert isinstance(tp_only, RunCase) and tp_only.layout.pp == 1
+    assert any("pp=1 (not stated" in a for a in tp_only.assumptions)
+    neither = row_to_case(0, {**GOOD_ROW, "tp": "", "pp": ""})
+    assert isinstance(neither, SkippedRow) and "tp, pp" in neither.reason
