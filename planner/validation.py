@@ -125,19 +125,32 @@ def metric_from_step_time(case: RunCase, step_s: float, flops_per_token: float) 
 # --- reading rows ---------------------------------------------------------------------------
 
 
+MEASURED_COLUMNS = (
+    "measured_step_time_s", "measured_tokens_per_sec_per_gpu", "measured_tflops_per_gpu",
+    "measured_mfu", "measured_hfu",
+)  # fmt: skip
+
+
 def read_rows(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"source", "layers", "hidden", "heads", "gpu_type", "num_gpus"} - set(
-            reader.fieldnames or []
-        )
-        if missing:
-            raise SpecError(
-                f"not a published-runs CSV: missing columns {sorted(missing)}",
-                field="columns",
-                source=str(path),
-            )
-        return [dict(r) for r in reader]
+    """The rows of a published-runs CSV (a spreadsheet's byte-order mark and stray spaces in
+    the header are fine). The architecture columns may be absent when rows name catalog models."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [(name or "").strip() for name in reader.fieldnames or []]
+            missing = sorted({"source", "gpu_type", "num_gpus"} - set(header))
+            if not missing and not set(MEASURED_COLUMNS) & set(header):
+                missing = [" or ".join(MEASURED_COLUMNS)]
+            if missing:
+                raise SpecError(
+                    f"not a published-runs CSV: missing columns {missing}",
+                    field="columns",
+                    source=str(path),
+                )
+            raw = reader.fieldnames or []
+            return [{h: (r.get(k) or "") for h, k in zip(header, raw, strict=True)} for r in reader]
+    except UnicodeDecodeError:
+        raise SpecError("not UTF-8 text", source=str(path)) from None
 
 
 def _num(row: Mapping[str, str], key: str) -> float | None:

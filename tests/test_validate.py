@@ -376,3 +376,25 @@ def test_unstated_model_parallelism() -> None:
     assert any("pp=1 (not stated" in a for a in tp_only.assumptions)
     neither = row_to_case(0, {**GOOD_ROW, "tp": "", "pp": ""})
     assert isinstance(neither, SkippedRow) and "tp, pp" in neither.reason
+
+
+def test_spreadsheet_csv_with_bom_and_few_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spreadsheet export (byte-order mark, spaces in the header) with only the columns a row
+    needs is read; a file without source/gpu_type/num_gpus or any measured column is refused."""
+    path = tmp_path / "mine.csv"
+    path.write_text(
+        "\ufeffsource, model_name ,gpu_type,num_gpus,tp,pp,micro_batch,global_batch,seq_len,"
+        "measured_tokens_per_sec_per_gpu\n"
+        "my cluster,Llama 3.1 8B,H100,8,1,1,1,128,8192,9000\n",
+        encoding="utf-8",
+    )
+    code, out, err = _run(capsys, "validate", "--runs", str(path), "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)["rows"]
+    assert row["model"] == "Llama 3.1 8B" and row["gpu"] == "H100-SXM5-80GB"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("source,gpu_type,num_gpus\nx,H100,8\n")
+    code, _, err = _run(capsys, "validate", "--runs", str(bad))
+    assert code == 2 and "measured_step_time_s or" in err
