@@ -213,3 +213,16 @@ def test_fit_mpl_from_loss_curves_with_forecast_plot(tmp_path, capsys) -> None:
     assert png.stat().st_size > 1000
     code, _, err = _run(["fit", str(path), "--law", "mpl"], capsys)
     assert code == 2 and "missing column 'run'" in err
+
+
+def test_spreadsheet_bom_is_read(tmp_path, capsys) -> None:
+    """A CSV saved by a spreadsheet (UTF-8 byte-order mark) fits like the plain file."""
+    plain = _csv(tmp_path / "plain.csv")
+    bom = tmp_path / "bom.csv"
+    bom.write_text("\ufeff" + (tmp_path / "plain.csv").read_text(), encoding="utf-8")
+    fits = []
+    for path in (plain, str(bom)):
+        code, out, err = _run(["fit", path, "--json"], capsys)
+        assert code == 0, err
+        fits.append(json.loads(out)["params"])
+    assert fits[0] == pytest.approx(fits[1])

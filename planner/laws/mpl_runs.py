@@ -32,7 +32,7 @@ def read_curves(path: str | Path, columns: dict[str, str] | None = None) -> list
     if not p.is_file():
         raise SpecError("file not found", source=src)
     name = {k: (columns or {}).get(k, k) for k in COLUMNS}
-    with p.open(newline="") as fh:
+    with p.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM is fine
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         missing = [name[k] for k in COLUMNS if name[k] not in header]

@@ -85,7 +85,7 @@ def read_runs(path: str | Path, columns: dict[str, str] | None = None) -> Runs:
     if not p.is_file():
         raise SpecError("file not found", source=src)
     columns = columns or {}
-    with p.open(newline="") as fh:
+    with p.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM is fine
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         rows = list(reader)
