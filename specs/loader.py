@@ -62,7 +62,7 @@ def read_document(path: str | Path) -> Any:
     if p.is_dir():
         raise SpecError("is a directory, expected a YAML or JSON file", source=str(p))
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark from an editor is fine
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"cannot read: {err}", source=str(p)) from None
     try:

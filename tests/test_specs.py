@@ -229,3 +229,13 @@ def test_expert_parallelism_folds_over_tp_and_cp_ranks() -> None:
     validate_layout(LayoutSpec(cp=2, ep=4, dp=2, global_batch=8), model, seq_length=64)
     with pytest.raises(SpecError, match="etp\\*ep"):  # etp defaults to tp: 2*4 > 2*2
         validate_layout(LayoutSpec(tp=2, ep=4, dp=2, sequence_parallel=True, global_batch=8), model)
+
+
+def test_documents_with_a_byte_order_mark_load(tmp_path: Path) -> None:
+    for suffix, text in (
+        (".json", '{"tp": 2, "global_batch": 8}'),
+        (".yaml", "tp: 2\nglobal_batch: 8\n"),
+    ):
+        path = tmp_path / f"layout{suffix}"
+        path.write_text("\ufeff" + text, encoding="utf-8")
+        assert load_spec(LayoutSpec, path).tp == 2
