@@ -175,6 +175,7 @@ def test_custom_csv_and_bad_csv(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert payload["skipped"][0]["index"] == 1
     code, out, _ = _run(capsys, "validate", "--runs", str(path))
     assert code == 0 and "Rows not predicted" in out and "MAPE" in out
+    assert "assumed" in out and "fits" in out  # the memory check and what the row left unstated
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     code, out, err = _run(capsys, "validate", "--runs", str(bad))

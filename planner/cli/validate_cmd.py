@@ -99,13 +99,33 @@ def _fmt(value: float) -> str:
     return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
+def _assumed(assumptions: list[str]) -> str:
+    """The names of what a row's assumptions filled in: 'vocab, precision, sp'."""
+    short = {
+        "sequence_parallel": "sp",
+        "tied_embeddings": "tied",
+        "distributed optimizer": "dist-opt",
+    }
+    names = []
+    for text in assumptions:
+        head = text.split("=")[0].split(" (")[0].strip()
+        if "architecture from the catalog preset" in text:
+            head = "preset"
+        elif "pipeline" in text and "layout" in text:
+            head = "pp-layout"
+        elif head.startswith(("gradient all-reduce", "embedding and loss", "network")):
+            head = head.split()[0]
+        names.append(short.get(head, head)[:16])
+    return ", ".join(dict.fromkeys(names))
+
+
 def render(payload: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"Predicted vs measured ({payload['runs']})")
     for col, justify in (("row", "right"), ("source", "left"), ("model", "left"), ("GPUs", "right"),
                          ("metric", "left"), ("measured", "right"), ("predicted", "right"),
-                         ("error", "right")):  # fmt: skip
+                         ("error", "right"), ("memory", "left"), ("assumed", "left")):  # fmt: skip
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for row in payload["rows"]:
         err = row["error_pct"]
@@ -113,9 +133,14 @@ def render(payload: dict[str, Any], console: Any) -> None:
         table.add_row(
             str(row["index"]), row["source"][:28], row["model"][:28], str(row["num_gpus"]),
             row["metric"], _fmt(row["measured"]), _fmt(row["predicted"]), f"{err:+.1f} %",
+            "fits" if row["fits_memory"] else "over HBM", _assumed(row["assumptions"]),
             style=style,
         )  # fmt: skip
     console.print(table)
+    console.print(
+        "memory: the layout as stated, against the GPU's HBM; assumed: what the row left unstated "
+        "(the full text is in --json's 'assumptions')"
+    )
     if payload["skipped"]:
         skipped = Table(title="Rows not predicted")
         skipped.add_column("row", justify="right")
