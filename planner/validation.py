@@ -12,13 +12,10 @@ bf16 dense peak).
 
 from __future__ import annotations
 
-import csv
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -36,34 +33,23 @@ from scaleplan.specs.errors import SpecError
 from scaleplan.specs.hardware import ClusterSpec, get_gpu, make_cluster
 from scaleplan.specs.layout import LayoutSpec, validate_layout
 from scaleplan.specs.loader import spec_error_from_validation
-from scaleplan.specs.model import ModelSpec, MoESpec, get_model
+from scaleplan.specs.model import ModelSpec
 
+from .validation_model import model_from_row
 from .validation_rows import (
+    cell_int,
     flop_convention,
+    measured_metric,
     parse_nic_gbps_per_gpu,
     parse_precision,
     parse_recompute,
     parse_sharding,
     parse_stack,
+    read_rows,
     source_label,
 )
 
 METRICS = ("step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu", "hfu")
-DEFAULT_VOCAB = 51200  # Megatron's padded GPT-2 BPE vocabulary (Narayanan 2021 section 5.1)
-PARAMS_TOLERANCE = 0.25  # an architecture further than this from params_billion is not trusted
-# Rows of a model the schema cannot express (MLA, shared experts, leading dense layers) that a
-# catalog preset describes: model_name pattern -> preset (the row keeps its seq_len)
-PRESET_ROWS = ((re.compile(r"deepseek-?v3", re.IGNORECASE), "deepseek-v3"),)
-# Well-known models a row may name without architecture columns: their catalog presets.
-NAMED_ROWS = (
-    (re.compile(r"llama[\s_-]*3(?:\.\d)?[\s_-]*8b", re.IGNORECASE), "llama3-8b"),
-    (re.compile(r"llama[\s_-]*3(?:\.\d)?[\s_-]*70b", re.IGNORECASE), "llama3-70b"),
-    (re.compile(r"llama[\s_-]*3(?:\.\d)?[\s_-]*405b", re.IGNORECASE), "llama3-405b"),
-    (re.compile(r"mixtral[\s_-]*8x7b", re.IGNORECASE), "mixtral-8x7b"),
-    (re.compile(r"gpt[\s_-]*3[\s_-]*175b", re.IGNORECASE), "gpt3-175b"),
-)
-# Multi-token prediction (DeepSeek-V3 section 2.2) adds modules no cost model counts yet
-MTP_ROW = re.compile(r"\bw(ith|/)\s*MTP\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -125,178 +111,11 @@ def metric_from_step_time(case: RunCase, step_s: float, flops_per_token: float) 
 # --- reading rows ---------------------------------------------------------------------------
 
 
-MEASURED_COLUMNS = (
-    "measured_step_time_s", "measured_tokens_per_sec_per_gpu", "measured_tflops_per_gpu",
-    "measured_mfu", "measured_hfu",
-)  # fmt: skip
-
-
-def read_rows(path: str | Path) -> list[dict[str, str]]:
-    """The rows of a published-runs CSV (a spreadsheet's byte-order mark and stray spaces in
-    the header are fine). The architecture columns may be absent when rows name catalog models."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [(name or "").strip() for name in reader.fieldnames or []]
-            missing = sorted({"source", "gpu_type", "num_gpus"} - set(header))
-            if not missing and not set(MEASURED_COLUMNS) & set(header):
-                missing = [" or ".join(MEASURED_COLUMNS)]
-            if missing:
-                raise SpecError(
-                    f"not a published-runs CSV: missing columns {missing}",
-                    field="columns",
-                    source=str(path),
-                )
-            raw = reader.fieldnames or []
-            return [{h: (r.get(k) or "") for h, k in zip(header, raw, strict=True)} for r in reader]
-    except UnicodeDecodeError:
-        raise SpecError("not UTF-8 text", source=str(path)) from None
-
-
-def _num(row: Mapping[str, str], key: str) -> float | None:
-    text = (row.get(key) or "").strip()
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _int(row: Mapping[str, str], key: str) -> int | None:
-    value = _num(row, key)
-    return None if value is None else int(round(value))
-
-
-def _measured(row: Mapping[str, str]) -> tuple[str, float] | None:
-    for metric, column in (
-        ("step_time_s", "measured_step_time_s"),
-        ("tokens_per_s_per_gpu", "measured_tokens_per_sec_per_gpu"),
-        ("tflops_per_gpu", "measured_tflops_per_gpu"),
-        ("mfu", "measured_mfu"),
-        ("hfu", "measured_hfu"),
-    ):
-        value = _num(row, column)
-        if value is not None and value > 0:
-            return metric, value
-    return None
-
-
-def _named_preset(
-    name: str, seq: int | None, params_billion: float | None, assumptions: list[str]
-) -> ModelSpec | None:
-    """The catalog preset a row without architecture columns names ('Llama 3.1 70B'), if any."""
-    for pattern, preset in NAMED_ROWS:
-        if not pattern.search(name):
-            continue
-        model = get_model(preset)
-        total = model.params_total / 1e9
-        if params_billion and abs(total - params_billion) / params_billion > PARAMS_TOLERANCE:
-            raise SpecError(
-                f"the row names {preset} ({total:.1f}B parameters) but states {params_billion:g}B",
-                field="params_billion",
-            )
-        assumptions.append(
-            f"architecture from the catalog preset {preset} (no architecture columns)"
-        )
-        if seq is None:
-            assumptions.append(f"seq_len={model.seq_length} (the preset's; not stated)")
-            return model
-        return model.model_copy(update={"seq_length": seq})
-    return None
-
-
-def _model(row: Mapping[str, str], assumptions: list[str]) -> ModelSpec:
-    name = (row.get("model_name") or "custom").strip()
-    layers, hidden, heads = _int(row, "layers"), _int(row, "hidden"), _int(row, "heads")
-    seq = _int(row, "seq_len")
-    if not (layers or hidden or heads):
-        named = _named_preset(name, seq, _num(row, "params_billion"), assumptions)
-        if named is not None:
-            return named
-    if not (layers and hidden and heads and seq):
-        raise SpecError(
-            "layers, hidden, heads and seq_len are needed (or a model_name the catalog knows: "
-            + ", ".join(preset for _, preset in NAMED_ROWS)
-            + ")",
-            field="model",
-        )
-    if MTP_ROW.search(name):
-        raise SpecError(
-            "multi-token prediction (MTP) modules are not modelled (extra layers on the last "
-            "pipeline stage and their loss)",
-            field="model_name",
-        )
-    for pattern, preset in PRESET_ROWS:
-        if pattern.search(name):
-            assumptions.append(
-                f"architecture from the catalog preset {preset}; the schema cannot express "
-                "MLA/shared experts/dense layers"
-            )
-            return get_model(preset).model_copy(update={"seq_length": seq})
-    kv = _int(row, "kv_heads") or heads
-    vocab = _int(row, "vocab")
-    if vocab is None:
-        vocab = DEFAULT_VOCAB
-        assumptions.append(f"vocab={DEFAULT_VOCAB} (Megatron GPT default; not stated)")
-    ffn = _int(row, "ffn_hidden")
-    experts, topk = _int(row, "moe_experts"), _int(row, "moe_topk")
-    moe = None
-    if experts and experts > 1:
-        if not (topk and ffn):
-            raise SpecError("MoE row without moe_topk or expert ffn_hidden", field="moe")
-        moe = MoESpec(num_experts=experts, top_k=topk, expert_ffn_hidden_size=ffn)
-    if ffn is None:
-        ffn = 4 * hidden
-        assumptions.append("ffn_hidden=4*hidden (not stated)")
-    target = _num(row, "params_billion")
-    base: dict[str, Any] = {
-        "name": name,
-        "num_layers": layers,
-        "hidden_size": hidden,
-        "num_heads": heads,
-        "num_kv_heads": kv if kv != heads else None,
-        "ffn_hidden_size": ffn,
-        "vocab_size": vocab,
-        "seq_length": seq,
-        "moe": moe,
-    }
-    # The schema has no activation column: take the one whose parameter count matches
-    # params_billion (GPT-style GeLU MLPs have 2 matrices, SwiGLU 3).
-    candidates = [
-        ModelSpec(**base, activation="gelu", norm="layernorm", bias=True,
-                  position_embedding="learned"),
-        ModelSpec(**base, activation="swiglu", norm="rmsnorm", bias=False,
-                  position_embedding="rope"),
-    ]  # fmt: skip
-    # ... and tied or separate LM-head weights (GPT-3/MPT tie them, Llama does not).
-    candidates += [c.model_copy(update={"tied_embeddings": True}) for c in list(candidates)]
-    if target:
-        errors = [abs(c.params_total / 1e9 - target) / target for c in candidates]
-        best = min(range(len(candidates)), key=lambda i: errors[i])
-        if errors[best] > PARAMS_TOLERANCE:
-            raise SpecError(
-                f"architecture columns give {candidates[best].params_total / 1e9:.1f}B parameters, "
-                f"the row states {target:g}B (details such as shared experts, dense layers or "
-                "MLA are not in the schema)",
-                field="params_billion",
-            )
-        chosen = candidates[best]
-    else:
-        chosen = candidates[0] if ffn == 4 * hidden else candidates[1]
-    assumptions.append(
-        f"activation={chosen.activation}, tied_embeddings={chosen.tied_embeddings} "
-        "(from the parameter count)"
-    )
-    return chosen
-
-
 def _cluster(
     row: Mapping[str, str], num_gpus: int, stack: str, assumptions: list[str]
 ) -> ClusterSpec:
     gpu = get_gpu((row.get("gpu_type") or "").strip(), field="gpu_type")
-    per_node = _int(row, "gpus_per_node") or min(gpu.gpus_per_node, num_gpus)
+    per_node = cell_int(row, "gpus_per_node") or min(gpu.gpus_per_node, num_gpus)
     nic = parse_nic_gbps_per_gpu(row.get("interconnect") or "", per_node)
     if nic is None:
         assumptions.append(f"network {gpu.nic_gbps_per_gpu:g} Gb/s per GPU (catalog default)")
@@ -312,8 +131,11 @@ _NEMO = re.compile(r"\bNeMo\b|Megatron-Bridge", re.IGNORECASE)
 def _layout(
     row: Mapping[str, str], num_gpus: int, stack: str, assumptions: list[str]
 ) -> LayoutSpec:
-    tp, pp = _int(row, "tp"), _int(row, "pp")
-    sharded_dp = parse_sharding(row.get("zero_stage_or_fsdp") or "") != (0, False)
+    tp, pp = cell_int(row, "tp"), cell_int(row, "pp")
+    sharding = row.get("zero_stage_or_fsdp") or ""
+    sharded_dp = parse_sharding(sharding) != (0, False) and not re.search(
+        r"tensor|pipeline|\btp\b|\bpp\b", sharding, re.IGNORECASE
+    )  # 'FSDP + Megatron-LM tensor parallelism' names model parallelism it does not size
     if tp is None and pp is None and sharded_dp:
         tp = pp = 1  # an FSDP/ZeRO run that names no model parallelism is data parallel
         assumptions.append("tp=pp=1 (not stated; a sharded data-parallel run)")
@@ -322,18 +144,18 @@ def _layout(
         tp, pp = tp or 1, pp or 1
     if tp is None or pp is None:
         raise SpecError("tensor/pipeline split (tp, pp) not given", field="tp")
-    cp = _int(row, "cp") or 1
-    vp = _int(row, "vp") or 1
-    ep = _int(row, "ep") or 1
-    dp = _int(row, "dp")
+    cp = cell_int(row, "cp") or 1
+    vp = cell_int(row, "vp") or 1
+    ep = cell_int(row, "ep") or 1
+    dp = cell_int(row, "dp")
     if dp is None:
         if num_gpus % (tp * pp * cp):
             raise SpecError("num_gpus is not a multiple of tp*pp*cp", field="dp")
         dp = num_gpus // (tp * pp * cp)
-    gb = _int(row, "global_batch")
+    gb = cell_int(row, "global_batch")
     if gb is None:
         raise SpecError("global_batch not given", field="global_batch")
-    mb = _int(row, "micro_batch")
+    mb = cell_int(row, "micro_batch")
     if mb is None:
         raise SpecError("micro_batch not given", field="micro_batch")
     recompute, layers_fraction = parse_recompute(row.get("recompute") or "")
@@ -374,7 +196,7 @@ def _layout(
     overlap_grad = stack != "megatron-legacy"
     if not overlap_grad and dp * cp > 1:
         assumptions.append("gradient all-reduce after the backward (the legacy stack's default)")
-    layers = _int(row, "layers") or 1
+    layers = cell_int(row, "layers") or 1
     chunks = pp * vp
     # Layers that do not split evenly over the pp*vp model chunks, while layers + 2 do: the run
     # counted the embedding and the loss as one layer each (Megatron-core
@@ -412,7 +234,7 @@ def _layout(
     if recompute == "full" and layers_fraction < 1.0:
         per_stage = max(1, int(full_stage_layers(layers, pp, vp, code)))
         recompute_layers = max(1, int(round(per_stage * layers_fraction)))
-    etp = _int(row, "etp")  # an optional column beyond the published-runs schema
+    etp = cell_int(row, "etp")  # an optional column beyond the published-runs schema
     if etp is None and tp > 1 and (tp * cp * dp) % (tp * ep) != 0 and (tp * cp * dp) % ep == 0:
         # The schema has no expert-TP column. Expert TP defaults to tp, which leaves no room
         # for this ep; the run folded EP over the TP ranks with unsplit experts (Megatron-core
@@ -438,13 +260,13 @@ def row_to_case(index: int, row: Mapping[str, str]) -> RunCase | SkippedRow:
     name = (row.get("model_name") or "").strip()
     assumptions: list[str] = []
     try:
-        measured = _measured(row)
+        measured = measured_metric(row)
         if measured is None:
             raise SpecError("no measured value", field="measured")
-        num_gpus = _int(row, "num_gpus")
+        num_gpus = cell_int(row, "num_gpus")
         if not num_gpus:
             raise SpecError("num_gpus not given", field="num_gpus")
-        model = _model(row, assumptions)
+        model = model_from_row(row, assumptions)
         stack = parse_stack(row)
         layout = _layout(row, num_gpus, stack, assumptions)
         if layout.num_gpus != num_gpus:

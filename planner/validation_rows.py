@@ -1,9 +1,13 @@
-"""Parsers for the free-text cells of a published-runs CSV (recompute, sharding, precision,
+"""Reading a published-runs CSV: its rows and numeric cells, parsers for the free-text cells (recompute, sharding, precision,
 interconnect) and each source's FLOP convention, as shared/data/README.md documents them."""
 
 from __future__ import annotations
 
+import csv
+import math
 import re
+from collections.abc import Mapping
+from pathlib import Path
 
 from scaleplan.costmodels import flops
 from scaleplan.costmodels.stage_layers import split_code
@@ -166,3 +170,61 @@ def parse_nic_gbps_per_gpu(text: str, gpus_per_node: int) -> float | None:
     if per_node is None:
         return None
     return per_node / max(1, gpus_per_node)
+
+
+MEASURED_COLUMNS = (
+    "measured_step_time_s", "measured_tokens_per_sec_per_gpu", "measured_tflops_per_gpu",
+    "measured_mfu", "measured_hfu",
+)  # fmt: skip
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a published-runs CSV (a spreadsheet's byte-order mark and stray spaces in
+    the header are fine). The architecture columns may be absent when rows name catalog models."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [(name or "").strip() for name in reader.fieldnames or []]
+            missing = sorted({"source", "gpu_type", "num_gpus"} - set(header))
+            if not missing and not set(MEASURED_COLUMNS) & set(header):
+                missing = [" or ".join(MEASURED_COLUMNS)]
+            if missing:
+                raise SpecError(
+                    f"not a published-runs CSV: missing columns {missing}",
+                    field="columns",
+                    source=str(path),
+                )
+            raw = reader.fieldnames or []
+            return [{h: (r.get(k) or "") for h, k in zip(header, raw, strict=True)} for r in reader]
+    except UnicodeDecodeError:
+        raise SpecError("not UTF-8 text", source=str(path)) from None
+
+
+def cell_float(row: Mapping[str, str], key: str) -> float | None:
+    text = (row.get(key) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def cell_int(row: Mapping[str, str], key: str) -> int | None:
+    value = cell_float(row, key)
+    return None if value is None else int(round(value))
+
+
+def measured_metric(row: Mapping[str, str]) -> tuple[str, float] | None:
+    for metric, column in (
+        ("step_time_s", "measured_step_time_s"),
+        ("tokens_per_s_per_gpu", "measured_tokens_per_sec_per_gpu"),
+        ("tflops_per_gpu", "measured_tflops_per_gpu"),
+        ("mfu", "measured_mfu"),
+        ("hfu", "measured_hfu"),
+    ):
+        value = cell_float(row, column)
+        if value is not None and value > 0:
+            return metric, value
+    return None

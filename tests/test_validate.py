@@ -399,3 +399,15 @@ def test_spreadsheet_csv_with_bom_and_few_columns(
     bad.write_text("source,gpu_type,num_gpus\nx,H100,8\n")
     code, _, err = _run(capsys, "validate", "--runs", str(bad))
     assert code == 2 and "measured_step_time_s or" in err
+
+
+def test_sharding_text_naming_model_parallelism_is_not_taken_as_pure_data_parallel() -> None:
+    row = {
+        **GOOD_ROW,
+        "tp": "",
+        "pp": "",
+        "dp": "",
+        "zero_stage_or_fsdp": "FSDP + Megatron-LM tensor parallelism",
+    }
+    skipped = row_to_case(0, row)
+    assert isinstance(skipped, SkippedRow) and "tp, pp" in skipped.reason
