@@ -121,8 +121,9 @@ def test_simulate_and_plan_use_a_profile_file(
     text = (EXAMPLES / "h100x8-week.yaml").read_text()
     budget.write_text(text + "\ncluster: { profile: slow.yaml }\n")
     plan_path = tmp_path / "plan.json"
-    code, _, err = run_cli(["plan", str(budget), "--out", str(plan_path)], capsys)
+    code, out, err = run_cli(["plan", str(budget), "--out", str(plan_path)], capsys)
     assert code == 0, err
+    assert "your profile" in out  # the plan view says which efficiency profile chose the layouts
     planned = json.loads(plan_path.read_text())
     assert planned["cluster"]["efficiency"]["gemm_max"] == 0.3
     budget.write_text(text + "\ncluster: { profile: missing.yaml }\n")

@@ -96,6 +96,10 @@ def print_plan(
         f"{plan.search.get('layouts_evaluated', 0):,} layouts in "
         f"{plan.search.get('seconds', 0):.2f} s",
     )
+    prof = plan.cluster.profile
+    origin = "your profile (cluster.profile)" if plan.cluster.efficiency else "shipped"
+    fitted = f"; fitted on {prof.fitted_on}" if prof.fitted_on else ""
+    head.add_row("efficiency", f"{prof.name} ({origin}{fitted})")
     con.print(head)
     table = Table(title="phases")
     for col in (
