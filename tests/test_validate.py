@@ -411,3 +411,39 @@ def test_sharding_text_naming_model_parallelism_is_not_taken_as_pure_data_parall
     }
     skipped = row_to_case(0, row)
     assert isinstance(skipped, SkippedRow) and "tp, pp" in skipped.reason
+
+
+def test_heldout_megatron_bridge_table_parser(tmp_path: Path) -> None:
+    """bench/heldout_megatron_bridge.py reads a performance-summary table and keeps the rows whose
+    model the dev file describes, on catalog systems, at modelled precisions."""
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location(
+        "heldout_mb", bench / "heldout_megatron_bridge.py"
+    )
+    assert spec and spec.loader
+    mb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mb)
+    head = "| System | #-GPUs | Precision | GBS | MBS | Sequence Length | TP | PP | CP | VP | EP | Tokens / sec / GPU | Model TFLOP / sec / GPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    text = (
+        "## 26.08 NeMo Container\n\n#### Model: Qwen3_30B_a3B\n\n" + head
+        + "| DGX-GB200 | 8 | MXFP8 | 512 | 4 | 4096 | 1 | 1 | 1 | n/a | 8 | 39936 | 923 |\n"
+        + "| DGX-GB200 | 8 | NVFP4 | 512 | 4 | 4096 | 1 | 1 | 1 | n/a | 8 | 40000 | 923 |\n"
+        + "\n#### Model: Unknown_9B\n\n" + head
+        + "| DGX-GB200 | 8 | MXFP8 | 512 | 4 | 4096 | 1 | 1 | 1 | n/a | 8 | 1 | 1 |\n"
+        + "\n## Archive\n\n#### Model: Qwen3_30B_a3B\n\n" + head
+        + "| DGX-H100 | 16 | BF16 | 512 | 2 | 4096 | 1 | 2 | 1 | 24 | 8 | 5000 | 200 |\n"
+    )  # fmt: skip
+    container, rows = mb.parse_summary(text)
+    assert container == "26.08" and len(rows) == 3  # the archive section is not read
+    out = tmp_path / "rows.csv"
+    dropped = mb.convert(rows, container, out)
+    assert len(dropped) == 2 and any("NVFP4" in d for d in dropped)
+    cases, skipped = load_cases(out)
+    assert not skipped and len(cases) == 1
+    (case,) = cases
+    assert case.cluster.gpu.name == "GB200-NVL72" and case.layout.precision == "fp8"
+    assert case.model.moe is not None and case.measured == 39936 and case.layout.ep == 8

@@ -1,0 +1,190 @@
+"""Out-of-sample step-time check on a newer Megatron-Bridge performance table than the dev file's.
+
+    git clone https://github.com/NVIDIA-NeMo/Megatron-Bridge /tmp/Megatron-Bridge
+    .venv/bin/python bench/heldout_megatron_bridge.py --summary /tmp/Megatron-Bridge/docs/performance-summary.md
+
+The dev file holds the 25.11 container's rows (performance-summary-archive). This script reads
+the current `docs/performance-summary.md` of a user's clone (another project's data, not shipped),
+keeps the rows whose model the dev file describes (its architecture columns are reused) on a
+catalog GPU, predicts them with the shipped profiles, then refits the profile on the GB200 rows
+(`validate --fit-profile`) and predicts the others with it: how far a newer software stack
+drifts from the shipped profiles, and how much a few of a user's own runs recover.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from results_md import replace_section  # bench/ is on sys.path when run as a script
+
+from scaleplan.planner.profile_fit import calibrate_from_shipped
+from scaleplan.planner.validation import load_cases
+from scaleplan.planner.validation_score import predict_cases
+
+HEADING = "## Out-of-sample: a newer Megatron-Bridge table (bench/heldout_megatron_bridge.py)"
+DEV = Path(str(resources.files("scaleplan.specs") / "data/published_runs_dev.csv"))
+SYSTEMS = {"DGX-GB300": "GB300", "DGX-GB200": "GB200", "DGX-B300": "B300", "DGX-B200": "B200",
+           "DGX-H100": "H100"}  # fmt: skip
+PRECISION = {
+    "BF16": "bf16",
+    "FP8": "fp8",
+    "FP8-CS": "fp8-cs",
+    "FP8-MX": "fp8-mx",
+    "MXFP8": "fp8-mx",
+}
+ARCH = ("params_billion", "layers", "hidden", "ffn_hidden", "heads", "kv_heads", "vocab",
+        "moe_experts", "moe_topk")  # fmt: skip
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower().split("(")[0])
+
+
+def parse_summary(text: str) -> tuple[str, list[dict[str, str]]]:
+    """(container, rows) of the first container section of a performance-summary.md: one dict
+    per table row with the table's column names and the model from the section heading."""
+    container = (re.search(r"^## ([\d.]+) NeMo Container", text, re.M) or [None, "?"])[1]
+    section = text.split("## Archive")[0]
+    rows: list[dict[str, str]] = []
+    model = ""
+    header: list[str] = []
+    for line in section.splitlines():
+        if m := re.match(r"#### Model: (.+)", line):
+            model, header = m.group(1).strip(), []
+        elif line.startswith("|") and not set(line) <= set("|-: "):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not header:
+                header = cells
+            elif model:
+                rows.append({"model": model, **dict(zip(header, cells, strict=False))})
+    return container, rows
+
+
+def convert(rows: list[dict[str, str]], container: str, out: Path) -> list[str]:
+    """Write the rows the dev file can describe as published-runs rows; return why others are not."""
+    dev = list(csv.DictReader(DEV.open()))
+    arch = {}
+    for r in dev:
+        if "Megatron-Bridge" in r["source"] and r["layers"]:
+            arch.setdefault(_key(r["model_name"]), r)
+    header = list(dev[0].keys())
+    dropped = []
+    with out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, header)
+        writer.writeheader()
+        for r in rows:
+            base = arch.get(_key(r["model"]))
+            gpu = SYSTEMS.get(r.get("System", ""))
+            precision = PRECISION.get(r.get("Precision", "").upper())
+            if base is None or gpu is None or precision is None:
+                what = "model" if base is None else "system" if gpu is None else "precision"
+                dropped.append(f"{r['model']} on {r.get('System')} {r.get('Precision')}: {what}")
+                continue
+            vp = r.get("VP", "")
+            writer.writerow(
+                {
+                    **{k: base[k] for k in ARCH},
+                    "source": f"NVIDIA-NeMo/Megatron-Bridge docs/performance-summary.md ({container}, held out)",
+                    "model_name": base["model_name"],
+                    "gpu_type": gpu,
+                    "num_gpus": r["#-GPUs"],
+                    "precision": precision,
+                    "global_batch": r["GBS"],
+                    "micro_batch": r["MBS"],
+                    "seq_len": r["Sequence Length"],
+                    "tp": r["TP"],
+                    "pp": r["PP"],
+                    "cp": r["CP"],
+                    "vp": "" if vp in ("", "n/a") else vp,
+                    "ep": r["EP"],
+                    "zero_stage_or_fsdp": base["zero_stage_or_fsdp"],
+                    "measured_tokens_per_sec_per_gpu": r["Tokens / sec / GPU"],
+                }  # fmt: skip
+            )
+    return dropped
+
+
+def _mape(preds: list) -> float:
+    return float(np.mean([abs(p.error_pct) for p in preds])) if preds else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--summary", type=Path, required=True, help="Megatron-Bridge docs/performance-summary.md"
+    )
+    ap.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
+    args = ap.parse_args(argv)
+    if not args.summary.is_file():
+        print(
+            f"skipped: {args.summary} not found (clone NVIDIA-NeMo/Megatron-Bridge)",
+            file=sys.stderr,
+        )
+        return 2
+    t0 = time.perf_counter()
+    container, rows = parse_summary(args.summary.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.csv"
+        dropped = convert(rows, container, path)
+        cases, skipped = load_cases(path)
+    preds = predict_cases(cases)
+    lines = [
+        HEADING, "",
+        f"Command: `.venv/bin/python bench/heldout_megatron_bridge.py --summary "
+        f".../Megatron-Bridge/docs/performance-summary.md` ({{seconds}} s). Container {container}: "
+        f"{len(rows)} table rows, {len(preds)} predicted; {len(dropped)} have no model, system or "
+        f"precision the dev file and catalog describe, {len(skipped)} not predictable.",
+        "", "| row | model | GPUs | layout | measured tok/s/GPU | shipped profiles | refitted on the GB200 rows |",
+        "|---:|---|---|---|---:|---:|---:|",
+    ]  # fmt: skip
+    train = [c for c in cases if c.cluster.gpu.name == "GB200-NVL72"]
+    mine = {}
+    if train:
+        mine = {
+            name: fit.report.profile for name, (fit, _, _) in calibrate_from_shipped(train).items()
+        }
+    refit = {p.case.index: p for p in predict_cases(cases, mine)} if mine else {}
+    for p in preds:
+        lay = p.case.layout
+        other = refit.get(p.case.index)
+        mark = " (fitted)" if p.case.cluster.gpu.name == "GB200-NVL72" else ""
+        lines.append(
+            f"| {p.case.index} | {p.case.label} | {lay.num_gpus} x {p.case.cluster.gpu.name} | "
+            f"tp{lay.tp} pp{lay.pp} vp{lay.vp} ep{lay.ep} mb{lay.micro_batch} {lay.precision} | "
+            f"{p.case.measured:,.0f} | {p.error_pct:+.1f} % | "
+            + (f"{other.error_pct:+.1f} %{mark}" if other else "-")
+            + " |"
+        )
+    held = [
+        refit[p.case.index] for p in preds if p.case.cluster.gpu.name != "GB200-NVL72" and refit
+    ]
+    shipped_held = [p for p in preds if p.case.cluster.gpu.name != "GB200-NVL72"]
+    lines += [
+        "",
+        f"- Shipped profiles: MAPE {_mape(preds):.1f} % over {len(preds)} rows "
+        f"({sum(p.error_pct < 0 for p in preds)} predicted too slow).",
+        f"- Refitted on the {len(train)} GB200 rows, on the other {len(held)}: "
+        f"{_mape(shipped_held):.1f} % -> {_mape(held):.1f} %.",
+        "- The shipped profiles are fitted on the 25.11 container's rows; the same layouts run "
+        "faster in later containers (software), which only a profile fitted on runs of that "
+        "software captures: `scaleplan validate --runs MINE.csv --fit-profile MINE.yaml`.",
+    ]
+    section = "\n".join(lines).replace("{seconds}", f"{time.perf_counter() - t0:.0f}")
+    print(section)
+    if dropped:
+        print("not converted: " + "; ".join(dropped), file=sys.stderr)
+    if not args.no_write:
+        replace_section(HEADING, section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
