@@ -22,24 +22,16 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 from results_md import replace_section  # bench/ is on sys.path when run as a script
 
 from scaleplan.planner.profile_fit import calibrate_from_shipped
 from scaleplan.planner.validation import load_cases
-from scaleplan.planner.validation_score import predict_cases
+from scaleplan.planner.validation_rows import parse_precision
+from scaleplan.planner.validation_score import predict_cases, summarize
+from scaleplan.specs.errors import SpecError
 
 HEADING = "## Out-of-sample: a newer Megatron-Bridge table (bench/heldout_megatron_bridge.py)"
 DEV = Path(str(resources.files("scaleplan.specs") / "data/published_runs_dev.csv"))
-SYSTEMS = {"DGX-GB300": "GB300", "DGX-GB200": "GB200", "DGX-B300": "B300", "DGX-B200": "B200",
-           "DGX-H100": "H100"}  # fmt: skip
-PRECISION = {
-    "BF16": "bf16",
-    "FP8": "fp8",
-    "FP8-CS": "fp8-cs",
-    "FP8-MX": "fp8-mx",
-    "MXFP8": "fp8-mx",
-}
 ARCH = ("params_billion", "layers", "hidden", "ffn_hidden", "heads", "kv_heads", "vocab",
         "moe_experts", "moe_topk")  # fmt: skip
 
@@ -69,7 +61,9 @@ def parse_summary(text: str) -> tuple[str, list[dict[str, str]]]:
 
 
 def convert(rows: list[dict[str, str]], container: str, out: Path) -> list[str]:
-    """Write the rows the dev file can describe as published-runs rows; return why others are not."""
+    """Write the rows the dev file can describe, at a precision the step model has, as
+    published-runs rows (the System cell is the GPU name: the catalog reads 'DGX-GB300'); return
+    why the others are not written."""
     dev = list(csv.DictReader(DEV.open()))
     arch = {}
     for r in dev:
@@ -82,10 +76,12 @@ def convert(rows: list[dict[str, str]], container: str, out: Path) -> list[str]:
         writer.writeheader()
         for r in rows:
             base = arch.get(_key(r["model"]))
-            gpu = SYSTEMS.get(r.get("System", ""))
-            precision = PRECISION.get(r.get("Precision", "").upper())
-            if base is None or gpu is None or precision is None:
-                what = "model" if base is None else "system" if gpu is None else "precision"
+            what = "model" if base is None else ""
+            try:
+                parse_precision(r.get("Precision", ""))
+            except SpecError:
+                what = what or "precision"
+            if base is None or what:
                 dropped.append(f"{r['model']} on {r.get('System')} {r.get('Precision')}: {what}")
                 continue
             vp = r.get("VP", "")
@@ -94,9 +90,9 @@ def convert(rows: list[dict[str, str]], container: str, out: Path) -> list[str]:
                     **{k: base[k] for k in ARCH},
                     "source": f"NVIDIA-NeMo/Megatron-Bridge docs/performance-summary.md ({container}, held out)",
                     "model_name": base["model_name"],
-                    "gpu_type": gpu,
+                    "gpu_type": r["System"],
                     "num_gpus": r["#-GPUs"],
-                    "precision": precision,
+                    "precision": r["Precision"],
                     "global_batch": r["GBS"],
                     "micro_batch": r["MBS"],
                     "seq_len": r["Sequence Length"],
@@ -113,7 +109,7 @@ def convert(rows: list[dict[str, str]], container: str, out: Path) -> list[str]:
 
 
 def _mape(preds: list) -> float:
-    return float(np.mean([abs(p.error_pct) for p in preds])) if preds else float("nan")
+    return summarize(preds).mape_pct
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         HEADING, "",
         f"Command: `.venv/bin/python bench/heldout_megatron_bridge.py --summary "
         f".../Megatron-Bridge/docs/performance-summary.md` ({{seconds}} s). Container {container}: "
-        f"{len(rows)} table rows, {len(preds)} predicted; {len(dropped)} have no model, system or "
-        f"precision the dev file and catalog describe, {len(skipped)} not predictable.",
+        f"{len(rows)} table rows, {len(preds)} predicted; {len(dropped)} have no model the dev file "
+        f"describes or an unmodelled precision, {len(skipped)} not predictable.",
         "", "| row | model | GPUs | layout | measured tok/s/GPU | shipped profiles | refitted on the GB200 rows |",
         "|---:|---|---|---|---:|---:|---:|",
     ]  # fmt: skip

@@ -34,7 +34,7 @@ from results_md import replace_section  # bench/ is on sys.path when run as a sc
 
 from scaleplan.planner.profile_fit import calibrate_from_shipped, fit_profiles
 from scaleplan.planner.validation import RunCase, load_cases
-from scaleplan.planner.validation_score import Prediction, predict_cases
+from scaleplan.planner.validation_score import Prediction, predict_cases, summarize
 
 HEADING = "## Out-of-sample: vTrain single-node runs (bench/heldout_vtrain_single.py)"
 DEV = Path(str(resources.files("scaleplan.specs") / "data/published_runs_dev.csv"))
@@ -104,8 +104,8 @@ def convert(vtrain_csv: Path, out: Path) -> int:
 
 
 def _mape(preds: Sequence[Prediction]) -> tuple[float, float, float]:
-    e = np.abs([p.error_pct for p in preds])
-    return float(e.mean()), float(np.median(e)), float(e.max())
+    s = summarize(list(preds))
+    return s.mape_pct, s.median_pct, s.max_pct
 
 
 def _by(preds: Sequence[Prediction], key: str) -> str:

@@ -18,7 +18,7 @@ from scaleplan.costmodels.calibration import STARTS, FitReport, calibrate_report
 from scaleplan.specs.efficiency import EfficiencyProfile, shipped_profiles
 
 from .validation import RunCase
-from .validation_score import Prediction, predict_cases, to_measured_runs
+from .validation_score import Prediction, predict_cases, summarize, to_measured_runs
 
 # Priors per software stack, from what each stack is documented to do (efficiency.STACKS):
 # the legacy Megatron softmax kernels read and write the score matrix several times (scale+mask,
@@ -187,11 +187,7 @@ def calibrate_from_shipped(
                 "fitted_on": f"{len(members)} runs: {', '.join(sources)}; from the shipped {name}"
             }
         )
-        before = _mape(predict_cases(members))
-        after = _mape(predict_cases(members, {name: fitted}))
+        before = summarize(predict_cases(members)).mape_pct
+        after = summarize(predict_cases(members, {name: fitted})).mape_pct
         out[name] = (ProfileFit(name, _with_profile(report, fitted), sources), before, after)
     return out
-
-
-def _mape(preds: Sequence[Prediction]) -> float:
-    return sum(abs(p.error_pct) for p in preds) / max(len(preds), 1)

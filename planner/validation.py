@@ -49,8 +49,6 @@ from .validation_rows import (
     source_label,
 )
 
-METRICS = ("step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu", "hfu")
-
 
 @dataclass(frozen=True)
 class RunCase:
@@ -133,7 +131,8 @@ def _layout(
 ) -> LayoutSpec:
     tp, pp = cell_int(row, "tp"), cell_int(row, "pp")
     sharding = row.get("zero_stage_or_fsdp") or ""
-    sharded_dp = parse_sharding(sharding) != (0, False) and not re.search(
+    zero, dist_opt = parse_sharding(sharding)
+    sharded_dp = (zero, dist_opt) != (0, False) and not re.search(
         r"tensor|pipeline|\btp\b|\bpp\b", sharding, re.IGNORECASE
     )  # 'FSDP + Megatron-LM tensor parallelism' names model parallelism it does not size
     if tp is None and pp is None and sharded_dp:
@@ -161,9 +160,8 @@ def _layout(
     recompute, layers_fraction = parse_recompute(row.get("recompute") or "")
     if not (row.get("recompute") or "").strip():
         assumptions.append("recompute=none (not stated)")
-    zero, dist_opt = parse_sharding(row.get("zero_stage_or_fsdp") or "")
     notes = row.get("notes") or ""
-    if not (row.get("zero_stage_or_fsdp") or "").strip() and re.search(
+    if not sharding.strip() and re.search(
         r"--overlap-param-gather|--use-distributed-optimizer", notes
     ):
         # Megatron-LM refuses --overlap-param-gather without the distributed optimizer
@@ -171,9 +169,7 @@ def _layout(
         # supported with distributed optimizer or megatron fsdp").
         dist_opt = True
         assumptions.append("distributed optimizer (the notes list Megatron flags that need it)")
-    elif not (row.get("zero_stage_or_fsdp") or "").strip() and _NEMO.search(
-        row.get("source") or ""
-    ):
+    elif not sharding.strip() and _NEMO.search(row.get("source") or ""):
         # NeMo's launcher configs train with optim.name=distributed_fused_adam (ZeRO-1-like
         # sharded optimizer state, overlapped grad/param sync), e.g.
         # NeMo-Framework-Launcher launcher_scripts/conf/training/gpt3/5b.yaml.

@@ -141,7 +141,13 @@ def parse_precision(text: str) -> str:
         return "bf16"
     if re.search(r"fp16|float16|\bhalf\b", t):
         return "fp16"
-    return "bf16"
+    if not t:
+        return "bf16"
+    if "fp4" in t:
+        raise SpecError(
+            f"precision={text.strip()!r}: fp4 compute is not modelled", field="precision"
+        )
+    raise SpecError(f"cannot read precision={text.strip()!r} (bf16, fp16, fp8)", field="precision")
 
 
 def parse_nic_gbps_per_gpu(text: str, gpus_per_node: int) -> float | None:
@@ -172,10 +178,15 @@ def parse_nic_gbps_per_gpu(text: str, gpus_per_node: int) -> float | None:
     return per_node / max(1, gpus_per_node)
 
 
-MEASURED_COLUMNS = (
-    "measured_step_time_s", "measured_tokens_per_sec_per_gpu", "measured_tflops_per_gpu",
-    "measured_mfu", "measured_hfu",
-)  # fmt: skip
+# (metric, column), in the order a row's first measured value is taken
+MEASURED = (
+    ("step_time_s", "measured_step_time_s"),
+    ("tokens_per_s_per_gpu", "measured_tokens_per_sec_per_gpu"),
+    ("tflops_per_gpu", "measured_tflops_per_gpu"),
+    ("mfu", "measured_mfu"),
+    ("hfu", "measured_hfu"),
+)
+MEASURED_COLUMNS = tuple(column for _, column in MEASURED)
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:
@@ -217,13 +228,7 @@ def cell_int(row: Mapping[str, str], key: str) -> int | None:
 
 
 def measured_metric(row: Mapping[str, str]) -> tuple[str, float] | None:
-    for metric, column in (
-        ("step_time_s", "measured_step_time_s"),
-        ("tokens_per_s_per_gpu", "measured_tokens_per_sec_per_gpu"),
-        ("tflops_per_gpu", "measured_tflops_per_gpu"),
-        ("mfu", "measured_mfu"),
-        ("hfu", "measured_hfu"),
-    ):
+    for metric, column in MEASURED:
         value = cell_float(row, column)
         if value is not None and value > 0:
             return metric, value

@@ -95,32 +95,34 @@ _FAMILY = re.compile(
 )
 
 
+def _family(name: str) -> str | None:
+    """'a100', 'gb200', ... of a GPU name, or None."""
+    found = _FAMILY.search(name.lower().replace(" ", "").replace("-", ""))
+    return found.group(0) if found else None
+
+
+def _form_factor(name: str) -> str:
+    """'pcie', 'nvl' (the NVL PCIe cards, not an NVL72 rack) or 'sxm'."""
+    t = name.lower()
+    return "pcie" if "pcie" in t else "nvl" if re.search(r"nvl(?!\d)", t) else "sxm"
+
+
 def _by_parts(name: str) -> str | None:
     """A catalog GPU from a name's parts in any order ('A100 80GB SXM', 'V100 32GB SXM2'): its
     family, memory (GB, when given) and form factor (PCIe / NVL / SXM, when given), if exactly
     one entry has them all. No guess across form factors: 'H200 NVL' finds nothing."""
-    t = name.lower()
-    fam = _FAMILY.search(t.replace(" ", "").replace("-", ""))
-    if fam is None:
+    family = _family(name)
+    if family is None:
         return None
-    family = fam.group(0)
-    rest = t.replace(family, " ")
-    mem = re.search(r"(\d+)\s*g(?:i?b)?\b", rest)
-    form = "pcie" if "pcie" in t else "nvl" if re.search(r"nvl(?!\d)", t) else "sxm"
-    out = []
-    for gpu in gpu_catalog().values():
-        own = _FAMILY.search(gpu.name.lower().replace("-", ""))
-        if own is None or own.group(0) != family:
-            continue
-        lowered = gpu.name.lower()
-        gpu_form = (
-            "pcie" if "pcie" in lowered else "nvl" if re.search(r"nvl(?!\d)", lowered) else "sxm"
-        )
-        if gpu_form != form:
-            continue
-        if mem and abs(gpu.hbm_gb - float(mem.group(1))) > 0.1 * gpu.hbm_gb:
-            continue
-        out.append(gpu.name)
+    mem = re.search(r"(\d+)\s*g(?:i?b)?\b", name.lower().replace(family, " "))
+    form = _form_factor(name)
+    out = [
+        gpu.name
+        for gpu in gpu_catalog().values()
+        if _family(gpu.name) == family
+        and _form_factor(gpu.name) == form
+        and not (mem and abs(gpu.hbm_gb - float(mem.group(1))) > 0.1 * gpu.hbm_gb)
+    ]
     if len(out) > 1 and not mem:  # 'A100 SXM': the larger part, as the bare family name does
         out = [max(out, key=lambda n: gpu_catalog()[n].hbm_gb)]
     return out[0] if len(out) == 1 else None

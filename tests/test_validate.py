@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
+import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_cli
@@ -74,6 +77,8 @@ def test_cell_parsing_and_conventions() -> None:
     assert parse_sharding("FSDP NO_SHARD") == (0, False)
     assert parse_precision("mixed fp16") == "fp16" and parse_precision("MXFP8") == "fp8"
     assert parse_precision("bfloat16") == "bf16" and parse_precision("fp8, bf16 params") == "fp8"
+    with pytest.raises(SpecError, match="fp4"):
+        parse_precision("NVFP4")  # not silently bf16
     assert parse_sharding("FSDP FULL_SHARD (ZeRO-3-like)") == (3, False)
     assert parse_sharding("Megatron-FSDP (sharding group 64)") == (3, False)
     assert parse_sharding("DDP + distributed optimizer (FSDP=0 in table)") == (0, True)
@@ -301,17 +306,20 @@ def test_volta_rows_run_fp16() -> None:
     assert isinstance(refused, SkippedRow) and "no bf16" in refused.reason
 
 
-def test_heldout_vtrain_single_converter(tmp_path: Path) -> None:
-    """bench/heldout_vtrain_single.py turns vTrain's single-node CSV into predictable rows."""
-    import importlib.util
-    import sys
-
+def _bench_module(name: str) -> Any:
+    """A bench/ script as a module (bench/ is not a package; its scripts import results_md)."""
     bench = Path(__file__).resolve().parents[1] / "bench"
     sys.path.insert(0, str(bench))
-    spec = importlib.util.spec_from_file_location("heldout", bench / "heldout_vtrain_single.py")
+    spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
     assert spec and spec.loader
-    heldout = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(heldout)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_heldout_vtrain_single_converter(tmp_path: Path) -> None:
+    """bench/heldout_vtrain_single.py turns vTrain's single-node CSV into predictable rows."""
+    heldout = _bench_module("heldout_vtrain_single")
     raw = tmp_path / "ground_truth_single.csv"
     raw.write_text(
         "\ufeff" + ",".join(heldout.RAW_COLUMNS) + "\n"
@@ -416,17 +424,7 @@ def test_sharding_text_naming_model_parallelism_is_not_taken_as_pure_data_parall
 def test_heldout_megatron_bridge_table_parser(tmp_path: Path) -> None:
     """bench/heldout_megatron_bridge.py reads a performance-summary table and keeps the rows whose
     model the dev file describes, on catalog systems, at modelled precisions."""
-    import importlib.util
-    import sys
-
-    bench = Path(__file__).resolve().parents[1] / "bench"
-    sys.path.insert(0, str(bench))
-    spec = importlib.util.spec_from_file_location(
-        "heldout_mb", bench / "heldout_megatron_bridge.py"
-    )
-    assert spec and spec.loader
-    mb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mb)
+    mb = _bench_module("heldout_megatron_bridge")
     head = "| System | #-GPUs | Precision | GBS | MBS | Sequence Length | TP | PP | CP | VP | EP | Tokens / sec / GPU | Model TFLOP / sec / GPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     text = (
         "## 26.08 NeMo Container\n\n#### Model: Qwen3_30B_a3B\n\n" + head

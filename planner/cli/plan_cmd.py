@@ -44,21 +44,36 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _beside_budget(name: str, budget_path: Path, field: str, what: str, hint: str) -> Path:
+    """A file a budget names: as given if it exists (or is absolute), else next to the budget
+    file (as a user writes it); else one error naming the field and how to make the file."""
+    path, beside = Path(name), budget_path.parent / name
+    if path.exists():
+        return path
+    if not path.is_absolute() and beside.exists():
+        return beside
+    raise SpecError(
+        f"{what} file '{name}' not found (looked in the working directory and next to the "
+        f"budget); {hint}",
+        field=field,
+        source=str(budget_path),
+    )
+
+
 def _resolve_fit(budget: Any, budget_path: Path) -> Any:
     """A relative `law.fit` is read next to the budget file (as a user writes it), unless it
     exists relative to the working directory."""
     fit = budget.law.fit
-    if not fit or Path(fit).is_absolute() or Path(fit).exists():
+    if not fit:
         return budget
-    beside = budget_path.parent / fit
-    if not beside.exists():
-        raise SpecError(
-            f"fit file '{fit}' not found (looked in the working directory and next to the "
-            "budget); run `scaleplan fit ... --out FIT.json` or use law.preset",
-            field="law.fit",
-            source=str(budget_path),
-        )
-    law = budget.law.model_copy(update={"fit": str(beside)})
+    path = _beside_budget(
+        fit,
+        budget_path,
+        "law.fit",
+        "fit",
+        "run `scaleplan fit ... --out FIT.json` or use law.preset",
+    )
+    law = budget.law.model_copy(update={"fit": str(path)})
     return budget.model_copy(update={"law": law})
 
 
@@ -71,16 +86,11 @@ def _resolve_profile(budget: Any, budget_path: Path) -> Any:
     name = budget.cluster.profile
     if not name:
         return budget
-    path = Path(name)
-    if not path.is_absolute() and not path.exists() and (budget_path.parent / name).exists():
-        path = budget_path.parent / name
-    if not path.exists():
-        raise SpecError(
-            f"profile file '{name}' not found (looked in the working directory and next to the "
-            "budget); write one with `scaleplan validate --runs RUNS.csv --fit-profile FILE` or `scaleplan calibrate METRICS --out FILE`",
-            field="cluster.profile",
-            source=str(budget_path),
-        )
+    path = _beside_budget(
+        name, budget_path, "cluster.profile", "profile",
+        "write one with `scaleplan validate --runs RUNS.csv --fit-profile FILE` or "
+        "`scaleplan calibrate METRICS --out FILE`",
+    )  # fmt: skip
     gpu = get_gpu(budget.gpu, field="gpu")
     prof = profile_for_gpu(read_profiles(path), gpu.name, path)
     return budget.model_copy(
