@@ -15,5 +15,6 @@ def replace_section(heading: str, section: str, path: Path = RESULTS) -> None:
         text = text.rstrip() + "\n\n" + section + "\n"
     else:
         nxt = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt != -1 else "\n")
+        rest = "\n\n" + text[nxt + 1 :] if nxt != -1 else "\n"
+        text = text[:start] + section.rstrip("\n") + rest  # one blank line between sections
     path.write_text(text)

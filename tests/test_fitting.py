@@ -9,7 +9,12 @@ import pytest
 
 from scaleplan.planner.laws import ChinchillaLaw, KaplanLaw
 from scaleplan.planner.laws.fitting import fit_chinchilla, fit_kaplan, fit_law, huber
-from scaleplan.planner.laws.isoflop import approach1, approach2, power_law_fit
+from scaleplan.planner.laws.isoflop import (
+    approach1,
+    approach2,
+    power_law_fit,
+    power_law_fit_minimax,
+)
 from scaleplan.planner.laws.runs_csv import drop_highest, parse_column_map, read_runs
 from scaleplan.planner.laws.uncertainty import bootstrap, extrapolation_warning, loo_residuals
 from scaleplan.specs.errors import SpecError
@@ -158,6 +163,23 @@ def test_power_law_fit_weighted() -> None:
     coef, exp, _ = power_law_fit(x, y, w)
     assert exp == pytest.approx(0.5, abs=1e-6)
     assert coef == pytest.approx(3.0, rel=1e-5)
+
+
+def test_power_law_fit_minimax_stays_within_each_points_rounding() -> None:
+    """A rounded table of an exact power law: the minimax fit puts every point within its
+    half-width (worst <= 1), where least squares, pulled by the coarse points, need not."""
+    x = np.geomspace(1e19, 1e28, 9)
+    exact = 1.7 * x**0.502
+    digits = np.array([1, 1, 1, 1, 1, 1, 1, 1, 3])  # the last point printed more finely
+    scale = 10.0 ** (np.floor(np.log10(exact)) - digits)
+    y = np.round(exact / scale) * scale
+    hw = 0.5 * scale / y
+    coef, exp, worst = power_law_fit_minimax(x, y, hw)
+    assert worst <= 1.0
+    assert np.all(np.abs(np.log(coef * x**exp / y)) <= hw * (1 + 1e-9))
+    assert exp == pytest.approx(0.502, abs=2e-3)
+    with pytest.raises(SpecError):
+        power_law_fit_minimax(x[:1], y[:1], hw[:1])
 
 
 def test_data_constrained_two_stage_fit_recovers_muennighoff_law() -> None:

@@ -38,6 +38,30 @@ def power_law_fit(
     return float(np.exp(coef[0])), float(coef[1]), rss
 
 
+def power_law_fit_minimax(
+    x: np.ndarray, y: np.ndarray, half_width: np.ndarray
+) -> tuple[float, float, float]:
+    """(coef, exponent, worst) of y = coef·x^exponent that minimises the largest |log residual|
+    in units of each point's half-width (a Chebyshev fit, as a linear program): the law most
+    consistent with a table printed to a known rounding. `worst` <= 1 means every point lies
+    within its half-width. `half_width` is relative (log) per point."""
+    from scipy.optimize import linprog  # scipy is a core dependency; imported where used
+
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    hw = np.asarray(half_width, float)
+    if lx.size < 2 or np.any(hw <= 0) or not np.all(np.isfinite(np.r_[lx, ly, hw])):
+        raise SpecError("needs >= 2 positive points with positive half-widths", field="points")
+    # variables (log coef, exponent, t): minimise t s.t. |ly - log coef - exponent·lx| <= t·hw
+    ones = np.ones_like(lx)
+    a_ub = np.r_[np.c_[-ones, -lx, -hw], np.c_[ones, lx, -hw]]
+    b_ub = np.r_[-ly, ly]
+    res = linprog([0.0, 0.0, 1.0], A_ub=a_ub, b_ub=b_ub, bounds=[(None, None)] * 2 + [(0, None)])
+    if not res.success:
+        raise SpecError(f"minimax power-law fit failed: {res.message}", field="points")
+    log_coef, exponent, worst = res.x
+    return float(np.exp(log_coef)), float(exponent), float(worst)
+
+
 def _loss_frontier(C: np.ndarray, L: np.ndarray) -> dict[str, float]:
     """L_opt(C) = E + k·C^-γ on the frontier (least squares in log-loss over a grid of E)."""
     best: tuple[float, dict[str, float]] | None = None
