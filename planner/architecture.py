@@ -123,8 +123,12 @@ def build_model(
     )
 
 
-def _counted(model: ModelSpec, moe: bool) -> int:
-    return model.params_active if moe else model.params_total
+def counted_params(model: ModelSpec, param_count: str = "total") -> int:
+    """Parameters as a scaling law counts them: total (for MoE the active ones), or
+    "non-embedding" (without the word and position embeddings and an untied LM head, Kaplan et
+    al. 2020 Sec. 1.2)."""
+    active = model.params_active if model.moe is not None else model.params_total
+    return active - model.embedding_params if param_count == "non-embedding" else active
 
 
 def architecture_for_params(
@@ -134,18 +138,19 @@ def architecture_for_params(
     seq_length: int,
     moe: MoEBudget | None = None,
     rule: ShapeRule = ShapeRule(),
+    param_count: str = "total",
 ) -> ModelSpec:
     """The shape (hidden, layers) whose parameter count is closest to `n_params`, with a soft
-    preference for the target aspect ratio. Dense: params_total; MoE: params_active."""
+    preference for the target aspect ratio. Dense: params_total; MoE: params_active; without
+    the embeddings with param_count="non-embedding" (`counted_params`)."""
     if not math.isfinite(n_params) or n_params <= 0:
         raise SpecError(f"cannot shape a model of {n_params!r} parameters", field="target.params")
-    is_moe = moe is not None
     best: tuple[float, ModelSpec] | None = None
     for hidden in candidate_hidden_sizes(rule):
         kw = {"vocab_size": vocab_size, "seq_length": seq_length, "moe": moe, "rule": rule}
         # parameters are affine in depth beyond the first layer: P(L) = P(3) + (L - 3) * per_layer
-        p3 = _counted(build_model(hidden, 3, **kw), is_moe)
-        per_layer = _counted(build_model(hidden, 4, **kw), is_moe) - p3
+        p3 = counted_params(build_model(hidden, 3, **kw), param_count)
+        per_layer = counted_params(build_model(hidden, 4, **kw), param_count) - p3
         exact = 3 + (n_params - p3) / per_layer
         if exact < 1.5:
             continue
@@ -158,13 +163,13 @@ def architecture_for_params(
             if not ASPECT_RANGE[0] <= aspect <= ASPECT_RANGE[1]:
                 continue
             model = build_model(hidden, layers, **kw)
-            err = abs(math.log(_counted(model, is_moe) / n_params))
+            err = abs(math.log(counted_params(model, param_count) / n_params))
             score = err + rule.aspect_weight * abs(math.log(aspect / rule.target_aspect))
             if best is None or score < best[0]:
                 best = (score, model)
     if best is None:
-        lo = _counted(
-            build_model(512, 2, vocab_size=vocab_size, seq_length=seq_length, moe=moe), is_moe
+        lo = counted_params(
+            build_model(512, 2, vocab_size=vocab_size, seq_length=seq_length, moe=moe), param_count
         )
         raise SpecError(
             f"no architecture of about {n_params:.3g} parameters fits the shape rule (the smallest "

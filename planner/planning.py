@@ -23,7 +23,7 @@ from scaleplan.specs.loader import validate
 from scaleplan.specs.model import ModelSpec
 from scaleplan.specs.plan import PhaseSpec, Plan
 
-from .architecture import architecture_for_params
+from .architecture import architecture_for_params, counted_params
 from .laws import (
     DataConstrainedLaw,
     Law,
@@ -80,9 +80,10 @@ def _moe(budget: BudgetSpec) -> MoEBudget | None:
     return (budget.moe or MoEBudget()) if budget.architecture == "moe" else None
 
 
-def _counted_params(model: ModelSpec) -> float:
-    """N as the laws count it: total parameters; for MoE the active ones (compute per token)."""
-    return float(model.params_active if model.moe else model.params_total)
+def _counted_params(model: ModelSpec, law: Law) -> float:
+    """N as the law counts it: total parameters (for MoE the active ones, compute per token), or
+    without the embeddings and an untied LM head for a law on non-embedding N (Kaplan's)."""
+    return float(counted_params(model, law.param_count))
 
 
 def law_allocation(budget: BudgetSpec, law: Law, compute: float) -> tuple[float, float, float]:
@@ -181,7 +182,12 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
     for k in range(MAX_ITERATIONS):
         _check_data_cap(budget, law, compute, n_law, d_law)
         model = architecture_for_params(
-            n_law, vocab_size=budget.data.vocab_size, seq_length=seq, moe=moe
+            n_law,
+            vocab_size=budget.data.vocab_size,
+            seq_length=seq,
+            moe=moe,
+            # a fixed-size target names the model's total size, whatever the law counts
+            param_count="total" if budget.target.kind == "fixed-size" else law.param_count,
         )
         key = (model.num_layers, model.hidden_size)
         if key in seen:  # the architecture repeats: a fixed point, or a cycle (keep this one)
@@ -211,11 +217,11 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
         tps = result.step["tokens_per_s_per_gpu"]
         tokens_time = train_s * num_gpus * tps
         mfu = result.step["mfu"]
-        compute = FLOPS_PER_PARAM_TOKEN * _counted_params(model) * tokens_time
+        compute = FLOPS_PER_PARAM_TOKEN * _counted_params(model, law) * tokens_time
         record = {
             "iteration": k,
             "n_law": n_law,
-            "n_model": _counted_params(model),
+            "n_model": _counted_params(model, law),
             "layers": model.num_layers,
             "hidden": model.hidden_size,
             "layout": result.best.model_dump(mode="json", exclude_defaults=True),
@@ -228,7 +234,7 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
         }
         iterations.append(record)
         progress(
-            f"iteration {k}: N={_counted_params(model) / 1e9:.3g}B, MFU {mfu:.1%}, "
+            f"iteration {k}: N={_counted_params(model, law) / 1e9:.3g}B, MFU {mfu:.1%}, "
             f"{tokens_time / 1e9:.4g}B tokens fit the time"
         )
         state = {
@@ -248,7 +254,7 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
         post = _post_training(ctx, result.best.global_batch * seq, counters)
         train_s = _train_seconds(budget, cluster, post)
         state["tokens_time"] = train_s * num_gpus * result.step["tokens_per_s_per_gpu"]
-    n = _counted_params(model)
+    n = _counted_params(model, law)
     _check_data_cap(
         budget, law, state["compute"], n, min(state["tokens_time"], _max_tokens(budget))
     )

@@ -178,3 +178,16 @@ def test_hoffmann_table3_reproduced_by_approach1_frontier(shared_data) -> None:
     assert not within_rounding.pop("67 Billion")
     assert all(within_rounding.values()), within_rounding
     assert max(abs(e) for e in errors.values()) < 0.008
+
+
+def test_param_count_round_trips_and_is_checked() -> None:
+    from scaleplan.planner.laws import law_from_dict
+
+    kaplan = load_law("kaplan")
+    doc = kaplan.to_dict()
+    assert doc["param_count"] == "non-embedding"
+    assert law_from_dict(doc).param_count == "non-embedding"
+    assert "param_count" not in load_law("chinchilla").to_dict()  # total is the default
+    assert law_from_dict(load_law("chinchilla").to_dict()).param_count == "total"
+    with pytest.raises(SpecError, match="param_count"):
+        law_from_dict({**doc, "param_count": "embedding"})

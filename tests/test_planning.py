@@ -176,6 +176,23 @@ def test_law_inputs_are_used() -> None:
     assert result.law["batch_tokens_law"] > 0 and "predicted_loss" in result.law
 
 
+def test_a_law_on_non_embedding_params_shapes_the_model_by_them() -> None:
+    """Kaplan's preset counts N without embeddings: the planner shapes the model so that its
+    non-embedding count is the law's N, and C = 6·N·D counts the same parameters."""
+    assert load_law("kaplan").param_count == "non-embedding"
+    result = plan(_budget(hours=48, law={"preset": "kaplan"}))
+    model = result.model
+    non_embedding = model.params_total - model.embedding_params
+    last = result.fixed_point["iterations"][-1]
+    assert last["n_model"] == non_embedding
+    assert result.law["n_params"] == non_embedding
+    assert result.law["param_count"] == "non-embedding"
+    assert abs(math.log(non_embedding / result.law["n_law"])) < 0.25
+    assert last["compute_6nd"] == pytest.approx(6.0 * non_embedding * last["tokens_time"])
+    total = plan(_budget(hours=48, law={"preset": "chinchilla"}))
+    assert total.fixed_point["iterations"][-1]["n_model"] == total.model.params_total
+
+
 def test_fixed_size_too_large_for_the_gpus_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match="no parallel layout"):
         plan(_budget(target={"kind": "fixed-size", "params": 4e11}))

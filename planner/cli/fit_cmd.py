@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -92,6 +93,13 @@ def _progress_bar(total: int, label: str):
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--param-count",
+    type=click.Choice(["total", "non-embedding"]),
+    default=None,
+    help="What N counts: the params column (total), or the non_embedding_params column "
+    "(Kaplan et al. 2020's N). Default: total; --law auto tries both when the CSV has both.",
+)
+@click.option(
     "--columns",
     default=None,
     help="Map column names: params=model_size,tokens=training_tokens,loss=loss.",
@@ -111,6 +119,7 @@ def fit(
     ci_compute: float | None,
     loo: bool,
     seed: int,
+    param_count: str | None,
     columns: str | None,
     as_json: bool,
     plot: str | None,
@@ -134,12 +143,29 @@ def fit(
             raise NotImplementedFeature("--law auto needs --method epoch", field="--method")
         from scaleplan.planner.laws.selection import SELECTABLE, select_form
 
-        bar, cb = _progress_bar(len(SELECTABLE) * select_folds, "choosing the form")
+        both = param_count is None and runs.N_non_embedding is not None
+        bar, cb = _progress_bar(
+            len(SELECTABLE) * select_folds * (2 if both else 1), "choosing the form"
+        )
         with bar:
-            form, scores = select_form(
-                runs.N, runs.D, runs.loss, folds=select_folds, delta=delta, progress=cb
+            best, scores = select_form(
+                runs.params(param_count or "total"),
+                runs.D,
+                runs.loss,
+                folds=select_folds,
+                delta=delta,
+                progress=cb,
+                N_non_embedding=runs.N_non_embedding if both else None,
             )
-        selection = {"chosen": form, "folds": select_folds, "forms": [s.to_dict() for s in scores]}
+        form, param_count = best.form, (param_count or best.param_count)
+        selection = {
+            "chosen": form,
+            "param_count": param_count,
+            "folds": select_folds,
+            "forms": [s.to_dict() for s in scores],
+        }
+    param_count = param_count or "total"
+    n_fit = runs.params(param_count)
     if method != "epoch" and form != "chinchilla":
         raise NotImplementedFeature(
             f"--method {method} fits a frontier; --law {form} needs --method epoch",
@@ -157,9 +183,7 @@ def fit(
         from scaleplan.planner.laws.uncertainty import bootstrap as run_bootstrap
         from scaleplan.planner.laws.uncertainty import loo_residuals
 
-        res = fit_law(
-            form, runs.N, runs.D, runs.loss, unique_tokens=runs.unique_tokens, delta=delta
-        )
+        res = fit_law(form, n_fit, runs.D, runs.loss, unique_tokens=runs.unique_tokens, delta=delta)
         law, objective, n_points = res.law, res.objective, res.n_points
         if n_boot:
             bar, cb = _progress_bar(n_boot, "bootstrap")
@@ -167,7 +191,7 @@ def fit(
                 bootstrap = run_bootstrap(
                     res,
                     form,
-                    runs.N,
+                    n_fit,
                     runs.D,
                     runs.loss,
                     n_samples=n_boot,
@@ -183,7 +207,7 @@ def fit(
                 )
             bar, cb = _progress_bar(len(runs.N), "leave-one-out")
             with bar:
-                r = loo_residuals(res, form, runs.N, runs.D, runs.loss, progress=cb)
+                r = loo_residuals(res, form, n_fit, runs.D, runs.loss, progress=cb)
             extra["loo"] = {
                 "residuals_log": r.tolist(),
                 "rmse_log": float(np.sqrt(np.mean(r**2))),
@@ -193,7 +217,7 @@ def fit(
         from scaleplan.planner.laws.isoflop import approach1, approach2
 
         if method == "approach2":
-            ff = approach2(runs.N, runs.D, runs.loss, runs.flops)
+            ff = approach2(n_fit, runs.D, runs.loss, runs.flops)
         else:
             if runs.run is None:
                 raise SpecError(
@@ -201,7 +225,7 @@ def fit(
                     field="run",
                     source=runs.source,
                 )
-            ff = approach1(runs.N, runs.D, runs.loss, runs.run)
+            ff = approach1(n_fit, runs.D, runs.loss, runs.run)
         law, objective, n_points = ff.law, ff.objective, ff.n_points
         extra["isoflop"] = {"optima": ff.optima, "parabolas": ff.parabolas}
     if ci_compute is not None:
@@ -210,6 +234,7 @@ def fit(
         w = extrapolation_warning(float(runs.flops.max()), ci_compute)
         if w:
             warnings.append(w)
+    law = dataclasses.replace(law, param_count=param_count)  # type: ignore[type-var]
     seconds = time.perf_counter() - t0
     objective_info = {
         "value": objective,
@@ -219,7 +244,7 @@ def fit(
     doc = fit_document(
         law,
         method=method,
-        points=runs.points(),
+        points={**runs.points(), "N": n_fit.tolist()},
         objective=objective_info,
         bootstrap=bootstrap,
         extra={
@@ -240,6 +265,7 @@ def fit(
         "law": form if method == "epoch" else law.name,
         "method": method,
         "params": law.params,
+        "param_count": param_count,
         "n_points": n_points,
         "loss": objective,
         "seconds": seconds,
@@ -305,9 +331,12 @@ def _print_fit(summary: dict, out: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    counted = (
+        " (N: non-embedding parameters)" if summary.get("param_count") == "non-embedding" else ""
+    )
     table = Table(
-        title=f"{summary['law']} fit ({summary['method']}): {summary['n_points']} points, "
-        f"objective {summary['loss']:.6g}, {summary['seconds']:.2f} s"
+        title=f"{summary['law']} fit ({summary['method']}){counted}: {summary['n_points']} "
+        f"points, objective {summary['loss']:.6g}, {summary['seconds']:.2f} s"
     )
     table.add_column("parameter")
     table.add_column("value", justify="right")
@@ -331,11 +360,17 @@ def _print_fit(summary: dict, out: str | None) -> None:
             title=f"form chosen by extrapolation: held out the {summary['selection']['folds']} "
             "largest sizes in turn, each predicted from the smaller ones"
         )
-        for col in ("form", "mean |error|", "max |error|"):
-            sel.add_column(col, justify="left" if col == "form" else "right")
+        for col in ("form", "N counts", "mean |error|", "max |error|"):
+            sel.add_column(col, justify="right" if "error" in col else "left")
+        chosen = (summary["selection"]["chosen"], summary["selection"]["param_count"])
         for f in summary["selection"]["forms"]:
-            mark = " (chosen)" if f["form"] == summary["selection"]["chosen"] else ""
-            sel.add_row(f["form"] + mark, f"{f['mean_abs_pct']:.2f} %", f"{f['max_abs_pct']:.2f} %")
+            mark = " (chosen)" if (f["form"], f["param_count"]) == chosen else ""
+            sel.add_row(
+                f["form"] + mark,
+                f["param_count"],
+                f"{f['mean_abs_pct']:.2f} %",
+                f"{f['max_abs_pct']:.2f} %",
+            )
         console.print(sel)
     console.print(table)
     if "loo" in summary:
@@ -427,6 +462,7 @@ def optimal(
         "law": law.name,
         "source": law.source,
         "N": N,
+        "param_count": law.param_count,
         "D": D,
         "tokens_per_param": D / N,
         "epochs": epochs,
@@ -444,7 +480,8 @@ def optimal(
     table = Table(title=f"compute-optimal at C = {compute:.3g} FLOPs ({law.source})")
     table.add_column("quantity")
     table.add_column("value", justify="right")
-    table.add_row("parameters N", f"{N:.4g}")
+    counted = " (non-embedding)" if law.param_count == "non-embedding" else ""
+    table.add_row(f"parameters N{counted}", f"{N:.4g}")
     table.add_row("tokens D", f"{D:.4g}")
     table.add_row("tokens / parameter", f"{D / N:.2f}")
     table.add_row("epochs over unique data", f"{epochs:.2f}")

@@ -77,7 +77,12 @@ def print_plan(
         head.add_row(
             "law",
             f"{law.get('source', law.get('form', ''))}: predicted loss "
-            f"{law['predicted_loss']:.4f}, {law.get('epochs', 1.0):.2f} epochs of unique data",
+            f"{law['predicted_loss']:.4f}, {law.get('epochs', 1.0):.2f} epochs of unique data"
+            + (
+                f"; N = {law['n_params'] / 1e9:.3g}B non-embedding parameters"
+                if law.get("param_count") == "non-embedding" and "n_params" in law
+                else ""
+            ),
         )
     pre = plan.phases[0]
     head.add_row(

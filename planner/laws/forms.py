@@ -27,11 +27,18 @@ def _positive(name: str, value: ArrayLike) -> np.ndarray:
     return arr
 
 
+PARAM_COUNTS = ("total", "non-embedding")
+
+
 class Law(ABC):
-    """A fitted or published scaling law."""
+    """A fitted or published scaling law. `param_count` says what its N counts: "total"
+    parameters (Hoffmann et al. 2022; for MoE the active ones) or "non-embedding" ones (Kaplan et
+    al. 2020 Sec. 1.2: no vocabulary or position embeddings, and no untied LM head); C = 6·N·D
+    then counts the same parameters."""
 
     name: ClassVar[str]
     source: str
+    param_count: str
 
     @property
     @abstractmethod
@@ -67,7 +74,10 @@ class Law(ABC):
         return float(np.exp(hi))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"form": self.name, "params": dict(self.params), "source": self.source}
+        out = {"form": self.name, "params": dict(self.params), "source": self.source}
+        if self.param_count != "total":
+            out["param_count"] = self.param_count
+        return out
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,7 @@ class ChinchillaLaw(Law):
     alpha: float
     beta: float
     source: str = "user"
+    param_count: str = "total"
     name: ClassVar[str] = "chinchilla"
 
     @property
@@ -125,6 +136,7 @@ class KaplanLaw(Law):
     alpha_D: float
     E: float = 0.0
     source: str = "user"
+    param_count: str = "total"
     name: ClassVar[str] = "kaplan"
 
     @property
@@ -181,6 +193,7 @@ class DataConstrainedLaw(Law):
     R_N_star: float
     unique_tokens: float | None = None
     source: str = "user"
+    param_count: str = "total"
     name: ClassVar[str] = "data-constrained"
 
     @property
@@ -191,13 +204,22 @@ class DataConstrainedLaw(Law):
 
     @property
     def base(self) -> ChinchillaLaw:
-        return ChinchillaLaw(self.E, self.A, self.B, self.alpha, self.beta, source=self.source)
+        return ChinchillaLaw(
+            self.E,
+            self.A,
+            self.B,
+            self.alpha,
+            self.beta,
+            source=self.source,
+            param_count=self.param_count,
+        )
 
     def with_unique_tokens(self, unique_tokens: float | None) -> DataConstrainedLaw:
         return DataConstrainedLaw(
             **self.params,
             unique_tokens=unique_tokens,
             source=self.source,  # type: ignore[arg-type]
+            param_count=self.param_count,  # type: ignore[arg-type]
         )
 
     def loss(self, N: ArrayLike, D: ArrayLike, unique_tokens: float | None = None) -> np.ndarray:
@@ -236,6 +258,7 @@ class FrontierLaw(Law):
     b: float
     loss_params: dict[str, float] = field(default_factory=dict)
     source: str = "user"
+    param_count: str = "total"
     name: ClassVar[str] = "frontier"
 
     @property
@@ -292,6 +315,14 @@ def law_from_dict(data: dict[str, Any], source: str | None = None) -> Law:
             "every parameter must be a number", field="law.params", source=source
         ) from None
     extra: dict[str, Any] = {"source": str(data.get("source", source or "fit"))}
+    count = data.get("param_count", "total")
+    if count not in PARAM_COUNTS:
+        raise SpecError(
+            f"param_count {count!r} is not one of {list(PARAM_COUNTS)}",
+            field="law.param_count",
+            source=source,
+        )
+    extra["param_count"] = count
     if form == "data-constrained" and data.get("unique_tokens") is not None:
         extra["unique_tokens"] = float(data["unique_tokens"])
     if form == "frontier" and data.get("loss_params"):

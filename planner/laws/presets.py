@@ -58,6 +58,7 @@ def _presets() -> dict[str, Law]:
             alpha_N=0.076,
             alpha_D=0.103,
             source="Kaplan et al. 2020 eq. 1.5, Table 2",
+            param_count="non-embedding",  # Kaplan's N excludes embeddings (Sec. 1.2)
         ),
         # Muennighoff et al. 2023 parametric fit (huggingface/datablations README).
         "data-constrained": DataConstrainedLaw(

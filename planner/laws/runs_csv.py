@@ -6,6 +6,8 @@
 - `flops`   optional training FLOPs (defaults to 6·N·D; IsoFLOP grouping uses it)
 - `run`     optional run name (training curves: several rows per run)
 - `unique_tokens` optional unique-data budget (for --law data-constrained)
+- `non_embedding_params` optional N without the embeddings and an untied LM head (Kaplan et al.
+  2020's N); `fit --param-count non-embedding` fits on it, `--law auto` also tries it
 
 `--columns params=model_size,tokens=training_tokens` maps other names onto these; an empty
 name (`flops=`) ignores an optional column.
@@ -25,7 +27,8 @@ from scaleplan.specs.errors import SpecError
 from .forms import FLOPS_PER_PARAM_TOKEN
 
 REQUIRED = ("params", "loss")
-OPTIONAL = ("tokens", "flops", "run", "unique_tokens", "step", "lr")  # step, lr: --law mpl
+OPTIONAL = ("tokens", "flops", "run", "unique_tokens", "non_embedding_params", "step", "lr")
+# step, lr: --law mpl
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Runs:
     run: np.ndarray | None
     unique_tokens: np.ndarray | None
     source: str
+    N_non_embedding: np.ndarray | None = None
 
     def subset(self, mask: np.ndarray) -> Runs:
         pick = lambda a: None if a is None else a[mask]  # noqa: E731
@@ -48,7 +52,21 @@ class Runs:
             pick(self.run),
             pick(self.unique_tokens),
             self.source,
+            pick(self.N_non_embedding),
         )
+
+    def params(self, param_count: str) -> np.ndarray:
+        """N as `param_count` counts it: the `params` column, or `non_embedding_params`."""
+        if param_count == "total":
+            return self.N
+        if self.N_non_embedding is None:
+            raise SpecError(
+                "--param-count non-embedding needs a non_embedding_params column "
+                "(map one with --columns non_embedding_params=NAME)",
+                field="non_embedding_params",
+                source=self.source,
+            )
+        return self.N_non_embedding
 
     def points(self) -> dict[str, list]:
         out: dict[str, list] = {
@@ -125,12 +143,13 @@ def read_runs(path: str | Path, columns: dict[str, str] | None = None) -> Runs:
                 )
         return out
 
-    N, L, flops, D, U = (
+    N, L, flops, D, U, N_ne = (
         col("params"),
         col("loss"),
         col("flops"),
         col("tokens"),
         col("unique_tokens"),
+        col("non_embedding_params"),
     )
     assert N is not None and L is not None
     if D is None:
@@ -139,7 +158,15 @@ def read_runs(path: str | Path, columns: dict[str, str] | None = None) -> Runs:
     if flops is None:
         flops = FLOPS_PER_PARAM_TOKEN * N * D
     run = np.array([row[name["run"]] for row in rows]) if name["run"] in header else None
-    return Runs(N, D, L, flops, run, U, src)
+    if N_ne is not None and np.any(N_ne > N):
+        i = int(np.argmax(N_ne > N))
+        raise SpecError(
+            f"row {i + 2}: {N_ne[i]:.6g} non-embedding parameters exceed the {N[i]:.6g} of "
+            f"{name['params']!r}",
+            field=name["non_embedding_params"],
+            source=src,
+        )
+    return Runs(N, D, L, flops, run, U, src, N_ne)
 
 
 def last_per_run(runs: Runs) -> Runs:

@@ -5,6 +5,10 @@ way: for each of the `folds` largest model sizes s, every candidate form is fitt
 smaller than s and predicts the runs at s. The form with the lowest mean |relative error| over
 those held-out runs wins (ties: fewer parameters). No run larger than the ladder is used, so the
 choice can be made before the target model is trained. Pure functions over arrays.
+
+When the ladder also gives each run's non-embedding parameter count, every form is scored on both
+counts of N (total, as Hoffmann et al. 2022 count it; non-embedding, as Kaplan et al. 2020 do), and
+the pair that extrapolates best wins the same way.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class FoldScore:
 class FormScore:
     form: str
     folds: tuple[FoldScore, ...]
+    param_count: str = "total"  # what N counts: "total" or "non-embedding"
 
     @property
     def mean_abs_pct(self) -> float:
@@ -50,6 +55,7 @@ class FormScore:
     def to_dict(self) -> dict:
         return {
             "form": self.form,
+            "param_count": self.param_count,
             "mean_abs_pct": self.mean_abs_pct,
             "max_abs_pct": self.max_abs_pct,
             "folds": [f.__dict__ for f in self.folds],
@@ -73,9 +79,14 @@ def select_form(
     folds: int = 2,
     delta: float = 1e-3,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[str, list[FormScore]]:
-    """The form that extrapolates best to the `folds` largest sizes, and every form's scores."""
+    N_non_embedding: np.ndarray | None = None,
+) -> tuple[FormScore, list[FormScore]]:
+    """The (form, parameter count) that extrapolates best to the `folds` largest sizes, and every
+    candidate's scores. Model sizes (the folds) are told apart by the total count N."""
     N, D, L = (np.asarray(x, dtype=float) for x in (N, D, L))
+    counts = {"total": N}
+    if N_non_embedding is not None:
+        counts["non-embedding"] = np.asarray(N_non_embedding, dtype=float)
     sizes = _sizes(N)
     if folds < 1:
         raise SpecError("must be at least 1", field="folds")
@@ -85,26 +96,30 @@ def select_form(
             f"(need >= {folds + 2}: {folds} held out in turn, >= 2 to fit)",
             field="law",
         )
-    total, done = len(forms) * folds, 0
+    total, done = len(forms) * folds * len(counts), 0
     scores: list[FormScore] = []
-    for form in forms:
-        fold_scores = []
-        for s in sizes[-folds:]:
-            train = N < s / SAME_SIZE
-            test = (N >= s / SAME_SIZE) & (N <= s * SAME_SIZE)
-            if train.sum() < MIN_POINTS.get(form, 6):
-                raise SpecError(
-                    f"{int(train.sum())} runs below {s:.3g} parameters are too few to fit {form}",
-                    field="runs",
+    for count, n_fit in counts.items():
+        for form in forms:
+            fold_scores = []
+            for s in sizes[-folds:]:
+                train = N < s / SAME_SIZE
+                test = (N >= s / SAME_SIZE) & (N <= s * SAME_SIZE)
+                if train.sum() < MIN_POINTS.get(form, 6):
+                    raise SpecError(
+                        f"{int(train.sum())} runs below {s:.3g} parameters are too few to fit "
+                        f"{form}",
+                        field="runs",
+                    )
+                law = fit_law(form, n_fit[train], D[train], L[train], delta=delta).law
+                err = np.abs(law.loss(n_fit[test], D[test]) / L[test] - 1.0) * 100.0
+                fold_scores.append(
+                    FoldScore(
+                        s, int(train.sum()), int(test.sum()), float(err.mean()), float(err.max())
+                    )
                 )
-            law = fit_law(form, N[train], D[train], L[train], delta=delta).law
-            err = np.abs(law.loss(N[test], D[test]) / L[test] - 1.0) * 100.0
-            fold_scores.append(
-                FoldScore(s, int(train.sum()), int(test.sum()), float(err.mean()), float(err.max()))
-            )
-            done += 1
-            if progress:
-                progress(done, total)
-        scores.append(FormScore(form, tuple(fold_scores)))
+                done += 1
+                if progress:
+                    progress(done, total)
+            scores.append(FormScore(form, tuple(fold_scores), count))
     best = min(scores, key=lambda f: (round(f.mean_abs_pct, 6), N_PARAMS.get(f.form, 9)))
-    return best.form, scores
+    return best, scores
