@@ -22,7 +22,10 @@ from results_md import replace_section  # bench/ is on sys.path when run as a sc
 
 from scaleplan.costmodels.calibration import STARTS
 from scaleplan.planner.profile_fit import (
+    DERIVED,
     POOL,
+    STACK_FALLBACK,
+    derived_profile,
     fallback_profile,
     fit_profiles,
     leave_one_source_out,
@@ -56,16 +59,19 @@ def write_profiles(fits: dict, pooled: dict | None = None, path: Path = PROFILES
     for name in shipped:
         if name in fits:
             prof = fits[name].report.profile
-        elif shipped[name].stack in pooled:
+        elif name in DERIVED and DERIVED[name][0] in fits:
+            prof = derived_profile(name, fits[DERIVED[name][0]].report.profile)
+        elif shipped[name].stack in pooled or STACK_FALLBACK.get(shipped[name].stack) in pooled:
             prof = fallback_profile(name, pooled)
         else:
             prof = shipped[name]
         data[name] = {
             k: _round(v) for k, v in prof.model_dump().items() if k not in PROFILE_KEYS_SKIPPED
         }
-        if name not in fits:
+        if name not in fits and not (name in DERIVED and DERIVED[name][0] in fits):
+            stack = prof.stack if prof.stack in pooled else STACK_FALLBACK.get(prof.stack, "")
             data[name]["fitted_on"] = "not fitted: no published runs for this GPU family" + (
-                f"; values of the {prof.stack} stack's pooled fit" if prof.stack in pooled else ""
+                f"; values of the {stack} stack's pooled fit" if stack in pooled else ""
             )
     header = (
         "# Hardware efficiency profiles, per GPU family and software stack\n"

@@ -27,7 +27,21 @@ from .validation_score import Prediction, predict_cases, summarize, to_measured_
 STACK_PRIORS: dict[str, dict[str, float]] = {
     "default": {"attention_score_passes": 0.0},
     "megatron-legacy": {"attention_score_passes": 6.0, "dp_overlap": 0.0, "tp_overlap": 0.0},
+    "pytorch": {"attention_score_passes": 0.0},
 }
+# A stack without a pooled fit of its own starts its families from this stack's (both fuse
+# attention and overlap gradient sync).
+STACK_FALLBACK: dict[str, str] = {"pytorch": "default"}
+
+# Profiles no run informs that are derived from a fitted profile of the same stack on another GPU
+# generation: {derived: (fitted source profile, its generation, the derived one's generation)}.
+# GEMM and elementwise efficiencies carry over as fractions of peak; the GEMM size at which
+# efficiency halves scales with peak FLOP/s (a fixed time per call: eff = F / (F + peak * t0));
+# attention scales with FlashAttention-2's utilisation on each generation
+# (efficiency.FLASH_ATTENTION_2_UTIL).
+# On Ampere every stack's attention runs FlashAttention-2-class kernels, so the A100 profile
+# (fitted on llm-foundry and torchtitan runs) serves the `pytorch` stack there too.
+DERIVED: dict[str, tuple[str, str, str]] = {"H100/pytorch": ("A100", "A100", "H100")}
 
 
 POOL = True  # fit each stack's pooled profile first (`pooled_priors`)
@@ -39,7 +53,7 @@ def fit_parameters(cases: Sequence[RunCase]) -> tuple[str, ...]:
     return default_fit(
         len(cases),
         has_moe=any(c.model.moe is not None for c in cases),
-        fused_attention=all(c.stack == "default" for c in cases),
+        fused_attention=all(c.stack != "megatron-legacy" for c in cases),
         overlaps=not all(c.stack == "megatron-legacy" for c in cases),
     )
 
@@ -88,9 +102,35 @@ def pooled_priors(
 
 
 def fallback_profile(name: str, pooled: Mapping[str, EfficiencyProfile]) -> EfficiencyProfile:
-    """The profile of a family without runs: its stack's pooled fit, else the documented priors."""
+    """The profile of a family without runs: its stack's pooled fit (or that of the stack it
+    falls back to, `STACK_FALLBACK`), else the documented priors."""
     prior = prior_profile(name)
-    return _rebase(prior, pooled.get(prior.stack))
+    return _rebase(
+        prior, pooled.get(prior.stack) or pooled.get(STACK_FALLBACK.get(prior.stack, ""))
+    )
+
+
+def derived_profile(name: str, fitted: EfficiencyProfile) -> EfficiencyProfile:
+    """`DERIVED[name]` from its fitted source profile, moved to the derived GPU generation."""
+    from scaleplan.specs.efficiency import FLASH_ATTENTION_2_UTIL
+    from scaleplan.specs.hardware import gpu_catalog
+
+    _, src_gen, dst_gen = DERIVED[name]
+    prior = prior_profile(name)
+    src_gpu = gpu_catalog()[shipped_profiles()[DERIVED[name][0]].gpus[0]]
+    dst_gpu = gpu_catalog()[prior.gpus[0]]
+    peak_ratio = dst_gpu.dense16_flops / src_gpu.dense16_flops
+    util_ratio = FLASH_ATTENTION_2_UTIL[dst_gen] / FLASH_ATTENTION_2_UTIL[src_gen]
+    values = _rebase(prior, fitted).model_copy(
+        update={
+            "gemm_half_flops": fitted.gemm_half_flops * peak_ratio,
+            "attention_eff": fitted.attention_eff * util_ratio,
+            "fitted_on": f"not fitted: derived from {DERIVED[name][0]} ({fitted.fitted_on}); "
+            f"GEMM half-efficiency size x {peak_ratio:.2f} (peak), attention x {util_ratio:.2f} "
+            f"(FlashAttention-2 utilisation, {dst_gen} vs {src_gen})",
+        }
+    )
+    return values
 
 
 @dataclass(frozen=True)

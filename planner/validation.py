@@ -37,6 +37,7 @@ from scaleplan.specs.model import ModelSpec
 
 from .validation_model import model_from_row
 from .validation_rows import (
+    cell_float,
     cell_int,
     flop_convention,
     measured_metric,
@@ -127,8 +128,9 @@ _NEMO = re.compile(r"\bNeMo\b|Megatron-Bridge", re.IGNORECASE)
 
 
 def _layout(
-    row: Mapping[str, str], num_gpus: int, stack: str, assumptions: list[str]
+    row: Mapping[str, str], num_gpus: int, stack: str, layers: int, assumptions: list[str]
 ) -> LayoutSpec:
+    """The row's layout; `layers` is the model's depth (its column, or the named preset's)."""
     tp, pp = cell_int(row, "tp"), cell_int(row, "pp")
     sharding = row.get("zero_stage_or_fsdp") or ""
     zero, dist_opt = parse_sharding(sharding)
@@ -192,7 +194,6 @@ def _layout(
     overlap_grad = stack != "megatron-legacy"
     if not overlap_grad and dp * cp > 1:
         assumptions.append("gradient all-reduce after the backward (the legacy stack's default)")
-    layers = cell_int(row, "layers") or 1
     chunks = pp * vp
     # Layers that do not split evenly over the pp*vp model chunks, while layers + 2 do: the run
     # counted the embedding and the loss as one layer each (Megatron-core
@@ -259,12 +260,19 @@ def row_to_case(index: int, row: Mapping[str, str]) -> RunCase | SkippedRow:
         measured = measured_metric(row)
         if measured is None:
             raise SpecError("no measured value", field="measured")
+        if measured[0] in ("mfu", "hfu") and measured[1] != cell_float(
+            row, f"measured_{measured[0]}"
+        ):
+            assumptions.append(
+                f"measured_{measured[0]}={row.get(f'measured_{measured[0]}', '').strip()} read as a "
+                f"fraction ({measured[1]:.1f} %)"
+            )
         num_gpus = cell_int(row, "num_gpus")
         if not num_gpus:
             raise SpecError("num_gpus not given", field="num_gpus")
         model = model_from_row(row, assumptions)
         stack = parse_stack(row)
-        layout = _layout(row, num_gpus, stack, assumptions)
+        layout = _layout(row, num_gpus, stack, model.num_layers, assumptions)
         if layout.num_gpus != num_gpus:
             raise SpecError(
                 f"tp*pp*cp*dp={layout.num_gpus} differs from num_gpus={num_gpus}", field="dp"

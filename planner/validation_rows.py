@@ -11,6 +11,7 @@ from pathlib import Path
 
 from scaleplan.costmodels import flops
 from scaleplan.costmodels.stage_layers import split_code
+from scaleplan.specs.efficiency import STACKS
 from scaleplan.specs.errors import SpecError
 from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import ModelSpec
@@ -69,17 +70,28 @@ def parse_recompute(text: str) -> tuple[str, float]:
     `selective_ac_option = 2`), i.e. full recompute of half the layers.
     """
     t = text.strip().lower()
-    if not t or t.split(" (")[0] in _NO or t.startswith("none"):
+    if (
+        not t
+        or t.split(" (")[0] in _NO
+        or t.startswith("none")
+        or re.match(r"(no|without|disabled)\b", t)  # 'no activation checkpointing'
+    ):
         return "none", 1.0
     if "per-layer" in t:
         return "full", 0.5
-    if "selective" in t:
+    # 'selective', torchtitan's 'per-op SAC' (selective activation checkpointing), 'op-level'
+    if "selective" in t or re.search(r"\bsac\b|per-op|op-level", t):
         return "selective", 1.0
     if m := re.search(r"(\d+)\s*(?:of|/)\s*(\d+)", t):
         done, total = int(m.group(1)), int(m.group(2))
         if 0 < done <= total:
             return "full", done / total
-    if t.startswith(("full", "partial")) or "checkpoint" in t or t.split(" (")[0] in _YES:
+    if (
+        t.startswith(("full", "partial"))
+        or "checkpoint" in t
+        or re.search(r"\bac\b|recompute|remat", t)
+        or t.split(" (")[0] in _YES
+    ):
         return "full", 1.0
     raise SpecError(
         f"cannot read recompute={text.strip()!r} (none, selective, full, 'full (K of L layers)')",
@@ -112,6 +124,7 @@ def parse_sharding(text: str) -> tuple[int, bool]:
 
 
 _LEGACY = re.compile(r"deepspeed", re.I)
+_PYTORCH = re.compile(r"llm-foundry|\bcomposer\b|mosaicml|torchtitan", re.I)
 
 
 def parse_stack(row: dict[str, str] | object) -> str:
@@ -119,15 +132,19 @@ def parse_stack(row: dict[str, str] | object) -> str:
 
     An explicit `software_stack` column wins. Otherwise: runs on Megatron-DeepSpeed, or in fp16
     mixed precision (what Megatron-LM used before bf16 and fused attention, 2021-2022), ran the
-    `megatron-legacy` stack; everything else the `default` one.
+    `megatron-legacy` stack; runs of the PyTorch-native trainers (MosaicML llm-foundry/Composer,
+    torchtitan) the `pytorch` one; everything else the `default` one.
     """
     get = row.get  # type: ignore[attr-defined]
     explicit = (get("software_stack") or "").strip()
-    if explicit:
-        return explicit
-    text = " ".join(get(k) or "" for k in ("source", "notes", "zero_stage_or_fsdp"))
+    if explicit.lower() in STACKS:
+        return explicit.lower()
+    # a named trainer ('torchtitan', 'Megatron-DeepSpeed') is read like the other cells
+    text = " ".join(get(k) or "" for k in ("software_stack", "source", "notes", "zero_stage_or_fsdp"))
     if _LEGACY.search(text) or (get("precision") or "").strip().lower().startswith("fp16"):
         return "megatron-legacy"
+    if _PYTORCH.search(text):
+        return "pytorch"
     return "default"
 
 
@@ -135,7 +152,7 @@ def parse_precision(text: str) -> str:
     """'fp8', 'fp16' or 'bf16' from cells like 'fp8-cs', 'MXFP8', 'mixed fp16', 'AMP bf16'; the
     compute format wins over the master weights' (an 'fp8, bf16 params' run computes in fp8)."""
     t = text.strip().lower()
-    if "fp8" in t:
+    if re.search(r"fp8|float8|\bf8\b|e4m3", t):  # 'MXFP8', torchtitan/torchao's 'Float8'
         return "fp8"
     if "bf16" in t or "bfloat16" in t:
         return "bf16"
@@ -212,14 +229,22 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
 
 
 def cell_float(row: Mapping[str, str], key: str) -> float | None:
+    """A number cell: None when empty. Thousands separators ('1,234'), a trailing '%' (the
+    schema's MFU/HFU columns are in percent) and a leading '~' are read; any other text is an
+    error naming the column, so a value is never dropped silently."""
     text = (row.get(key) or "").strip()
     if not text:
         return None
+    clean = text.lstrip("~≈").rstrip("%").strip()
+    if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?", clean):
+        clean = clean.replace(",", "")
     try:
-        value = float(text)
+        value = float(clean)
     except ValueError:
-        return None
-    return value if math.isfinite(value) else None
+        raise SpecError(f"cannot read {key}={text!r} as a number", field=key) from None
+    if not math.isfinite(value):
+        raise SpecError(f"{key}={text!r} is not a finite number", field=key)
+    return value
 
 
 def cell_int(row: Mapping[str, str], key: str) -> int | None:
@@ -228,8 +253,12 @@ def cell_int(row: Mapping[str, str], key: str) -> int | None:
 
 
 def measured_metric(row: Mapping[str, str]) -> tuple[str, float] | None:
+    """The first measured value a row gives, as (metric, value). MFU and HFU are in percent; a
+    value <= 1 is taken as a fraction (0.48 for 48 %)."""
     for metric, column in MEASURED:
         value = cell_float(row, column)
         if value is not None and value > 0:
+            if metric in ("mfu", "hfu") and value <= 1.0:
+                value *= 100.0
             return metric, value
     return None

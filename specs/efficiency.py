@@ -42,11 +42,21 @@ FITTABLE_BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
-STACKS: tuple[str, ...] = ("default", "megatron-legacy")
-"""Software stacks with their own profiles. `default`: current engines (Megatron-core with
-Transformer Engine, NeMo, torchtitan, PyTorch FSDP; fused FlashAttention, overlapped gradient
-reduction). `megatron-legacy`: Megatron-LM 2021-2022 and Megatron-DeepSpeed (fp16 mixed
-precision, unfused softmax attention, gradient all-reduce after the backward pass)."""
+STACKS: tuple[str, ...] = ("default", "megatron-legacy", "pytorch")
+"""Software stacks with their own profiles. `default`: current Megatron engines (Megatron-core
+with Transformer Engine, NeMo, Megatron-Bridge; cuDNN/FlashAttention-3-class fused attention on
+Hopper, overlapped gradient reduction). `megatron-legacy`: Megatron-LM 2021-2022 and
+Megatron-DeepSpeed (fp16 mixed precision, unfused softmax attention, gradient all-reduce after
+the backward pass). `pytorch`: PyTorch-native trainers (MosaicML llm-foundry/Composer,
+torchtitan): eager or compiled PyTorch with FSDP and FlashAttention-2 kernels, which reach a far
+smaller share of peak on Hopper than on Ampere (Shah et al. 2024, FlashAttention-3, abstract: 35 %
+of H100 peak, against up to 73 % of A100 peak in Dao 2023, FlashAttention-2, abstract)."""
+
+# Forward-pass FlashAttention-2 utilisation per GPU generation (fraction of dense bf16 peak):
+# Dao 2023 (FlashAttention-2) abstract, up to 73 % on A100; Shah et al. 2024 (FlashAttention-3)
+# abstract, 35 % on H100. A `pytorch`-stack profile without runs of its own is derived from a
+# fitted one of another generation by the ratio (`scaleplan.planner.profile_fit`).
+FLASH_ATTENTION_2_UTIL: dict[str, float] = {"A100": 0.73, "H100": 0.35}
 
 # The parameters in the order they matter for step time across the published runs. A fit on n
 # runs takes the first n // 3 that its runs can inform (`scaleplan.costmodels.calibration`).

@@ -154,6 +154,15 @@ def get_gpu(name: str, field: str = "gpu") -> GPUSpec:
         or _by_parts(str(name))
     )
     if canonical is None:
+        family = _family(str(name))
+        same = sorted(n for n in gpu_catalog() if family and _family(n) == family)
+        if same:
+            raise SpecError(
+                f"GPU '{name}' is not one catalog entry; the catalog's {family.upper()} parts are "
+                f"{', '.join(same)}: name one of them (form factor SXM/PCIe/NVL and memory tell "
+                "them apart)",
+                field=field,
+            )
         known = ", ".join(sorted(gpu_catalog()))
         raise SpecError(f"unknown GPU '{name}'; known GPUs: {known}", field=field)
     return gpu_catalog()[canonical]

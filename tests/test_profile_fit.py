@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from scaleplan.planner.profile_fit import fallback_profile, pooled_priors, prior_profile
 from scaleplan.planner.validation import RunCase, row_to_case
 from scaleplan.planner.validation_score import predict_cases, summarize
@@ -45,3 +47,26 @@ def test_pooled_priors_fit_a_stack_across_families_only() -> None:
     before = summarize(predict_cases(cases, {n: prior_profile(n) for n in names})).mape_pct
     after = summarize(predict_cases(cases, {n: fallback_profile(n, pooled) for n in names}))
     assert after.mape_pct < before
+
+
+def test_hopper_pytorch_profile_is_derived_from_the_ampere_fit() -> None:
+    """H100/pytorch has no dev-file runs: it is the A100 fit (llm-foundry, torchtitan) moved to Hopper (GEMM
+    half-efficiency size x peak ratio, attention x FlashAttention-2's utilisation ratio), and
+    the shipped file holds exactly that derivation."""
+    from scaleplan.planner.profile_fit import DERIVED, derived_profile
+    from scaleplan.specs.efficiency import FLASH_ATTENTION_2_UTIL, shipped_profiles
+
+    shipped = shipped_profiles()
+    a100 = shipped["A100"]
+    derived = derived_profile("H100/pytorch", a100)
+    assert DERIVED["H100/pytorch"][0] == "A100"
+    assert derived.stack == "pytorch" and "H100-SXM5-80GB" in derived.gpus
+    ratio = FLASH_ATTENTION_2_UTIL["H100"] / FLASH_ATTENTION_2_UTIL["A100"]
+    assert derived.attention_eff == a100.attention_eff * ratio
+    assert derived.gemm_half_flops == a100.gemm_half_flops * 989.4 / 312.0
+    assert derived.gemm_max == a100.gemm_max and derived.network_eff == a100.network_eff
+    assert "derived from A100" in derived.fitted_on
+    h100 = shipped["H100/pytorch"]
+    # the shipped file was derived from the unrounded fit, then rounded to 4 figures
+    assert h100.attention_eff == pytest.approx(derived.attention_eff, rel=1e-3)
+    assert h100.gemm_half_flops == pytest.approx(derived.gemm_half_flops, rel=1e-3)

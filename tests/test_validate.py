@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import run_cli
+from conftest import bench_module, run_cli
 
 from scaleplan.planner.validation import (
     RunCase,
@@ -22,6 +19,7 @@ from scaleplan.planner.validation import (
     step_time_from_metric,
 )
 from scaleplan.planner.validation_rows import (
+    cell_float,
     flop_convention,
     parse_nic_gbps_per_gpu,
     parse_precision,
@@ -306,20 +304,9 @@ def test_volta_rows_run_fp16() -> None:
     assert isinstance(refused, SkippedRow) and "no bf16" in refused.reason
 
 
-def _bench_module(name: str) -> Any:
-    """A bench/ script as a module (bench/ is not a package; its scripts import results_md)."""
-    bench = Path(__file__).resolve().parents[1] / "bench"
-    sys.path.insert(0, str(bench))
-    spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_heldout_vtrain_single_converter(tmp_path: Path) -> None:
     """bench/heldout_vtrain_single.py turns vTrain's single-node CSV into predictable rows."""
-    heldout = _bench_module("heldout_vtrain_single")
+    heldout = bench_module("heldout_vtrain_single")
     raw = tmp_path / "ground_truth_single.csv"
     raw.write_text(
         "\ufeff" + ",".join(heldout.RAW_COLUMNS) + "\n"
@@ -424,7 +411,7 @@ def test_sharding_text_naming_model_parallelism_is_not_taken_as_pure_data_parall
 def test_heldout_megatron_bridge_table_parser(tmp_path: Path) -> None:
     """bench/heldout_megatron_bridge.py reads a performance-summary table and keeps the rows whose
     model the dev file describes, on catalog systems, at modelled precisions."""
-    mb = _bench_module("heldout_megatron_bridge")
+    mb = bench_module("heldout_megatron_bridge")
     head = "| System | #-GPUs | Precision | GBS | MBS | Sequence Length | TP | PP | CP | VP | EP | Tokens / sec / GPU | Model TFLOP / sec / GPU |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     text = (
         "## 26.08 NeMo Container\n\n#### Model: Qwen3_30B_a3B\n\n" + head
@@ -445,3 +432,94 @@ def test_heldout_megatron_bridge_table_parser(tmp_path: Path) -> None:
     (case,) = cases
     assert case.cluster.gpu.name == "GB200-NVL72" and case.layout.precision == "fp8"
     assert case.model.moe is not None and case.measured == 39936 and case.layout.ep == 8
+
+
+def test_cells_from_other_trainers_are_read_not_dropped() -> None:
+    """Spellings seen in torchtitan / llm-foundry / paper tables: read as stated, or refused
+    with the reason; never taken silently as something else."""
+    assert parse_recompute("no activation checkpointing") == ("none", 1.0)
+    assert parse_recompute("per-op SAC") == ("selective", 1.0)
+    assert parse_recompute("full AC") == ("full", 1.0)
+    assert parse_precision("Float8") == "fp8"
+    assert parse_precision("float8 linear (torchao), bf16 otherwise") == "fp8"
+    assert cell_float({"x": "48.2%"}, "x") == 48.2
+    assert cell_float({"x": "1,234.5"}, "x") == 1234.5
+    assert cell_float({"x": "~40"}, "x") == 40.0
+    assert cell_float({"x": " "}, "x") is None
+    with pytest.raises(SpecError, match="measured_mfu"):
+        cell_float({"measured_mfu": "about half"}, "measured_mfu")
+    no_tokens = {**GOOD_ROW, "measured_tokens_per_sec_per_gpu": ""}
+    percent = row_to_case(0, {**no_tokens, "measured_mfu": "48.2%"})
+    assert isinstance(percent, RunCase) and percent.metric == "mfu" and percent.measured == 48.2
+    fraction = row_to_case(0, {**no_tokens, "measured_mfu": "0.482"})
+    assert isinstance(fraction, RunCase) and fraction.measured == pytest.approx(48.2)
+    assert any("read as a fraction" in a for a in fraction.assumptions)
+    garbled = row_to_case(0, {**GOOD_ROW, "micro_batch": "1 or 2"})
+    assert isinstance(garbled, SkippedRow) and "micro_batch" in garbled.reason
+
+
+def test_a_preset_model_sets_the_depth_the_pipeline_split_is_checked_against() -> None:
+    """A row naming a catalog model without a layers column: the pipeline split is checked
+    against the preset's depth (Llama 3 70B: 80 layers over pp 4), not against 1 layer."""
+    bare = {
+        k: v
+        for k, v in GOOD_ROW.items()
+        if k not in ("layers", "hidden", "ffn_hidden", "heads", "kv_heads", "vocab")
+    }
+    row = {**bare, "model_name": "Llama 3 70B", "params_billion": "70.6", "seq_len": "8192",
+           "tp": "8", "pp": "4", "dp": "2", "num_gpus": "64"}  # fmt: skip
+    case = row_to_case(0, row)
+    assert isinstance(case, RunCase), getattr(case, "reason", "")
+    assert case.layout.pp == 4 and case.model.num_layers == 80
+
+
+def test_pytorch_native_trainers_get_their_own_stack() -> None:
+    assert parse_stack({"source": "mosaicml/llm-foundry scripts/train/benchmarking"}) == "pytorch"
+    assert parse_stack({"source": "pytorch/torchtitan docs/performance.md"}) == "pytorch"
+    assert parse_stack({"software_stack": "torchtitan (FSDP2)"}) == "pytorch"
+    assert parse_stack({"software_stack": "PyTorch"}) == "pytorch"
+    assert parse_stack({"software_stack": "Megatron-DeepSpeed"}) == "megatron-legacy"
+    row = {**GOOD_ROW, "source": "pytorch/torchtitan benchmarks", "gpu_type": "H100 SXM"}
+    case = row_to_case(0, row)
+    assert isinstance(case, RunCase) and case.stack == "pytorch"
+    assert case.cluster.profile.name == "H100/pytorch"
+    a100 = row_to_case(0, {**row, "gpu_type": "A100 80GB SXM"})
+    assert isinstance(a100, RunCase) and a100.cluster.profile.name == "A100"  # FA2 either way
+
+
+def test_an_ambiguous_gpu_name_is_refused_with_the_candidates() -> None:
+    case = row_to_case(0, {**GOOD_ROW, "gpu_type": "H100 96GB HBM2e"})
+    assert isinstance(case, SkippedRow)
+    assert "H100-PCIe-96GB" in case.reason and "H100-SXM5-80GB" in case.reason
+
+
+def test_heldout_llm_foundry_table_parser(tmp_path: Path) -> None:
+    """bench/heldout_llm_foundry.py turns the README's tables into published-runs rows, leaves
+    out the rows the dev file has, and every converted row is predictable."""
+    lf = bench_module("heldout_llm_foundry")
+    head = (
+        "|  Model | SeqLen (T) | # GPUs | GPU | MFU | HFU | Model TFLOP | MicroBatchSize | "
+        "GradAccum | GlobalBatchSize | Throughput (S/s) | Throughput (T/s) | "
+        "Throughput (T/s/GPU) | GlobalBatchSize (T) | Precision | MP Mode | Sharding Strategy | "
+        "Activation Checkpointing | Activation CPUOffload | NumParams |\n"
+        "|  --- | --- |\n"
+    )
+    text = (
+        "## H100 80GB BF16\n" + head
+        + "|  7b | 65536 | 8 | h100_80gb | 28.59 | 38.13 | 282 | 1 | 2 | 16 | 0 | 15654 | 1956 | "
+        "1048576 | amp_bf16 | DEFAULT | FULL_SHARD | True | False | 6918905856 |\n"
+        + "## A100 40GB with 1600 Gbps node-node interconnect (RoCE)\n" + head
+        + "|  70b | 2048 | 128 | a100_40gb | 48.91 | 65.21 | 152 | 4 | 1 | 512 | 0 | 0 | 376 | "
+        "0 | amp_bf16 | PURE | FULL_SHARD | True | False | 64862437376 |\n"
+    )  # fmt: skip
+    rows = lf.parse_readme(text)
+    assert len(rows) == 2
+    out = tmp_path / "rows.csv"
+    in_dev, dropped = lf.convert(rows, out)
+    assert in_dev == 1 and not dropped  # the A100 70b row is in the dev file
+    cases, skipped = load_cases(out)
+    assert not skipped and len(cases) == 1
+    (case,) = cases
+    assert case.cluster.gpu.name == "H100-SXM5-80GB" and case.stack == "pytorch"
+    assert case.seq_length == 65536 and case.layout.recompute == "full"
+    assert case.layout.zero_stage == 3 and case.measured == 1956
