@@ -10,6 +10,7 @@ sequence length come from the run's `start` record (or from `--plan` when given)
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from scaleplan.specs.errors import SpecError
 from scaleplan.specs.hardware import ClusterSpec
-from scaleplan.specs.layout import LayoutSpec
+from scaleplan.specs.layout import LayoutSpec, validate_layout
 from scaleplan.specs.loader import load_spec, validate
 from scaleplan.specs.model import ModelSpec
 from scaleplan.specs.plan import Plan
@@ -38,43 +39,75 @@ class Measurement:
     steps: int
 
 
+def _positive_seconds(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
 def read_measurement(path: Path, plan: Plan | None) -> Measurement:
     """One phase's measured step time and its configuration, from a metrics JSONL file."""
+    src = str(path)
     if not path.exists():
-        raise SpecError("file not found", source=str(path))
+        raise SpecError("file not found", source=src)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"not UTF-8 text (byte {exc.start}: {exc.reason}); expected the metrics JSONL of "
+            "`scaleplan run`",
+            source=src,
+        ) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror or exc}", source=src) from None
     start: dict[str, Any] | None = None
+    start_line = 0
     times: list[float] = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue  # a trailing (or stray) blank line
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
-            raise SpecError(f"line {n} is not JSON", source=str(path)) from None
+            raise SpecError(f"line {n} is not JSON", source=src) from None
+        if not isinstance(rec, dict):
+            raise SpecError(
+                f"line {n}: expected a JSON object (a metrics record), got {type(rec).__name__}",
+                source=src,
+            )
         if rec.get("event") == "start":
-            start, times = rec, []  # a resumed run appends a new start: keep the last segment
+            # a resumed run appends a new start: keep the last segment
+            start, start_line, times = rec, n, []
         elif rec.get("event") == "step":
-            times.append(float(rec["step_time_s"]))
+            if "step_time_s" not in rec:
+                raise SpecError(
+                    f"line {n}: the step record lacks 'step_time_s'",
+                    field="step_time_s",
+                    source=src,
+                )
+            value = rec["step_time_s"]
+            if not _positive_seconds(value):
+                raise SpecError(
+                    f"line {n}: must be a positive, finite number of seconds (got {value!r})",
+                    field="step_time_s",
+                    source=src,
+                )
+            times.append(float(value))
     if start is None:
-        raise SpecError(
-            "no 'start' record: not a metrics file of `scaleplan run`", source=str(path)
-        )
+        raise SpecError("no 'start' record: not a metrics file of `scaleplan run`", source=src)
     steady = times[WARMUP_STEPS:] if len(times) > WARMUP_STEPS else times
     if not steady:
-        raise SpecError("no 'step' records", source=str(path))
-    phase_name = start.get("phase", "")
-    if plan is not None:
-        phase = plan.phase(phase_name)
-        model, cluster, layout, seq = plan.model, plan.cluster, phase.layout, phase.seq_length
-    else:
-        for key in ("model", "cluster", "layout", "seq_length"):
-            if key not in start:
-                raise SpecError(f"the start record lacks '{key}'; pass --plan", source=str(path))
-        model = validate(ModelSpec, start["model"], "model", str(path))
-        cluster = validate(ClusterSpec, start["cluster"], "cluster", str(path))
-        layout = validate(LayoutSpec, start["layout"], "layout", str(path))
-        seq = int(start["seq_length"])
+        raise SpecError("no 'step' records", source=src)
+    try:
+        phase_name, model, cluster, layout, seq = _configuration(start, plan, src)
+    except SpecError as err:
+        raise SpecError(f"line {start_line} (start record): {err.reason}", err.field, src) from None
     cluster = cluster.model_copy(update={"num_gpus": layout.num_gpus})
     return Measurement(
-        str(path),
+        src,
         phase_name,
         str(start.get("device", "?")),
         model,
@@ -84,6 +117,39 @@ def read_measurement(path: Path, plan: Plan | None) -> Measurement:
         statistics.median(steady),
         len(steady),
     )
+
+
+def _configuration(
+    start: dict[str, Any], plan: Plan | None, src: str
+) -> tuple[str, ModelSpec, ClusterSpec, LayoutSpec, int]:
+    """(phase, model, cluster, layout, seq_length) of a start record (or of --plan's phase),
+    with the layout checked by the rules every other command applies."""
+    phase_name = start.get("phase", "")
+    if not isinstance(phase_name, str):
+        raise SpecError(f"must be a phase name (got {phase_name!r})", field="phase")
+    if plan is not None:
+        names = [p.name for p in plan.phases]
+        if phase_name not in names:
+            raise SpecError(
+                f"phase {phase_name!r} is not in the plan (its phases: {', '.join(names)})",
+                field="phase",
+            )
+        phase = plan.phase(phase_name)
+        model, cluster, layout, seq = plan.model, plan.cluster, phase.layout, phase.seq_length
+    else:
+        for key in ("model", "cluster", "layout", "seq_length"):
+            if key not in start:
+                raise SpecError(f"lacks '{key}'; pass --plan", field=key)
+        model = validate(ModelSpec, start["model"], "model", src)
+        cluster = validate(ClusterSpec, start["cluster"], "cluster", src)
+        layout = validate(LayoutSpec, start["layout"], "layout", src)
+        seq = start["seq_length"]
+        if isinstance(seq, float) and seq.is_integer():
+            seq = int(seq)
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq <= 0:
+            raise SpecError(f"must be a positive whole number (got {seq!r})", field="seq_length")
+    validate_layout(layout, model, seq_length=seq)
+    return phase_name, model, cluster, layout, seq
 
 
 def compare_and_fit(

@@ -162,16 +162,50 @@ def job_state(job_id: str) -> PhaseJob:
 
 
 def read_jobs(run_dir: str | Path) -> dict[str, Any]:
+    """RUN_DIR/slurm_jobs.json, checked: an object whose `jobs` lists {phase, job_id} strings."""
     path = Path(run_dir) / JOBS_FILE
+    src = str(path)
     if not path.is_file():
         raise SpecError(
             f"no {JOBS_FILE}: this run was not submitted with `scaleplan submit`",
             source=str(run_dir),
         )
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"not UTF-8 text (byte {err.start}: {err.reason}); expected the JSON written by "
+            "`scaleplan submit`",
+            source=src,
+        ) from None
     except json.JSONDecodeError as err:
-        raise SpecError(f"malformed {JOBS_FILE}: {err.msg}", source=str(path)) from None
+        raise SpecError(f"malformed {JOBS_FILE}: {err.msg}", source=src) from None
+    except OSError as err:
+        raise SpecError(f"cannot read: {err.strerror or err}", source=src) from None
+    if not isinstance(record, dict):
+        raise SpecError(
+            f"expected a JSON object with a 'jobs' list, got {type(record).__name__}", source=src
+        )
+    jobs = record.get("jobs")
+    if not isinstance(jobs, list):
+        raise SpecError(
+            "missing 'jobs' list (written by `scaleplan submit`)", field="jobs", source=src
+        )
+    for i, job in enumerate(jobs):
+        if not isinstance(job, dict):
+            raise SpecError(
+                f"must be an object with phase and job_id (got {job!r})",
+                field=f"jobs[{i}]",
+                source=src,
+            )
+        for key in ("phase", "job_id"):
+            value = job.get(key)
+            if not isinstance(value, str) or not value.strip():
+                what = (
+                    "missing" if key not in job else f"must be a non-empty string (got {value!r})"
+                )
+                raise SpecError(what, field=f"jobs[{i}].{key}", source=src)
+    return record
 
 
 def status(run_dir: str | Path) -> list[PhaseJob]:

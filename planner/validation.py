@@ -178,7 +178,11 @@ def _layout(
         dist_opt = True
         assumptions.append("distributed optimizer (not stated; NeMo's distributed_fused_adam)")
     sp_text = (row.get("sequence_parallel") or "").strip().lower()
-    sp = sp_text in ("yes", "true", "1")
+    if sp_text not in ("", "yes", "no", "true", "false", "1", "0", "on", "off"):
+        raise SpecError(
+            f"cannot read sequence_parallel={sp_text!r} (yes/no)", field="sequence_parallel"
+        )
+    sp = sp_text in ("yes", "true", "1", "on")
     if not sp_text and tp > 1:
         # Megatron-core/NeMo recipes turn sequence parallelism on with TP; the 2021-2022 stack
         # predates it (Korthikanti et al. 2022 introduced it).
@@ -268,8 +272,10 @@ def row_to_case(index: int, row: Mapping[str, str]) -> RunCase | SkippedRow:
                 f"fraction ({measured[1]:.1f} %)"
             )
         num_gpus = cell_int(row, "num_gpus")
-        if not num_gpus:
+        if num_gpus is None:
             raise SpecError("num_gpus not given", field="num_gpus")
+        if num_gpus < 1:
+            raise SpecError(f"must be >= 1 (got {num_gpus})", field="num_gpus")
         model = model_from_row(row, assumptions)
         stack = parse_stack(row)
         layout = _layout(row, num_gpus, stack, model.num_layers, assumptions)
@@ -288,6 +294,8 @@ def row_to_case(index: int, row: Mapping[str, str]) -> RunCase | SkippedRow:
         return SkippedRow(index, label, name, err.message)
     except ValidationError as err:  # pydantic validation of a spec built from the row
         return SkippedRow(index, label, name, spec_error_from_validation(err).message)
+    except (OverflowError, ValueError) as err:  # a cell too large to compute with
+        return SkippedRow(index, label, name, f"a value is out of range ({err})")
     metric, value = measured
     return RunCase(
         index=index, source=label, label=name, model=model, cluster=cluster, layout=layout,
@@ -315,8 +323,27 @@ def parse_assumptions(items: Sequence[str]) -> dict[str, str]:
             raise SpecError(
                 f"{key!r} cannot be assumed; one of {', '.join(ASSUMABLE)}", field="--assume"
             )
+        if key in _ASSUMABLE_COUNTS:
+            try:
+                number = float(value)
+            except ValueError:
+                number = 0.0
+            if not (number >= 1 and number == int(number)):
+                raise SpecError(
+                    f"{key}={value!r}: must be a whole number >= 1", field=f"--assume {key}"
+                )
+        elif key == "recompute":
+            parse_recompute(value)
+        elif key == "precision":
+            parse_precision(value)
         out[key] = value
     return out
+
+
+_ASSUMABLE_COUNTS = (
+    "micro_batch", "global_batch", "tp", "pp", "vp", "cp", "dp", "ep", "vocab", "seq_len",
+    "kv_heads", "ffn_hidden", "gpus_per_node", "etp",
+)  # fmt: skip
 
 
 def load_cases(
@@ -327,7 +354,12 @@ def load_cases(
     whose source contains it (case-insensitive)."""
     cases: list[RunCase] = []
     skipped: list[SkippedRow] = []
-    for i, row in enumerate(read_rows(path)):
+    rows = read_rows(path)
+    if not rows:
+        raise SpecError("no data rows", source=str(path))
+    if source and not any(source.lower() in (r.get("source") or "").lower() for r in rows):
+        raise SpecError(f"no row's source contains {source!r}", field="--source")
+    for i, row in enumerate(rows):
         if source and source.lower() not in (row.get("source") or "").lower():
             continue
         filled = [k for k, v in (assume or {}).items() if not (row.get(k) or "").strip()]

@@ -54,7 +54,17 @@ def named_preset(
     return None
 
 
+ARCH_NUMBERS = (
+    "params_billion", "layers", "hidden", "ffn_hidden", "heads", "kv_heads", "vocab", "seq_len",
+    "moe_experts", "moe_topk",
+)  # fmt: skip
+
+
 def model_from_row(row: Mapping[str, str], assumptions: list[str]) -> ModelSpec:
+    for key in ARCH_NUMBERS:  # a stated size is positive; empty cells are "not stated"
+        value = cell_float(row, key)
+        if value is not None and value <= 0:
+            raise SpecError(f"must be positive (got {row.get(key)!r})", field=key)
     name = (row.get("model_name") or "custom").strip()
     layers, hidden, heads = cell_int(row, "layers"), cell_int(row, "hidden"), cell_int(row, "heads")
     seq = cell_int(row, "seq_len")

@@ -120,7 +120,13 @@ def parse_sharding(text: str) -> tuple[int, bool]:
         return 3, False
     if re.search(r"distributed optimizer|distributed_fused_adam|dist-opt", t):
         return 0, True
-    return 0, False
+    if t.split(" (")[0] in _NO or re.match(r"(ddp|data parallel|plain dp|zero[-_ ]?0)\b", t):
+        return 0, False
+    raise SpecError(
+        f"cannot read zero_stage_or_fsdp={text.strip()!r} (ZeRO-1/2/3, FSDP FULL_SHARD / "
+        "SHARD_GRAD_OP / HYBRID_SHARD, distributed optimizer, DDP, none)",
+        field="zero_stage_or_fsdp",
+    )
 
 
 _LEGACY = re.compile(r"deepspeed", re.I)
@@ -140,7 +146,9 @@ def parse_stack(row: dict[str, str] | object) -> str:
     if explicit.lower() in STACKS:
         return explicit.lower()
     # a named trainer ('torchtitan', 'Megatron-DeepSpeed') is read like the other cells
-    text = " ".join(get(k) or "" for k in ("software_stack", "source", "notes", "zero_stage_or_fsdp"))
+    text = " ".join(
+        get(k) or "" for k in ("software_stack", "source", "notes", "zero_stage_or_fsdp")
+    )
     if _LEGACY.search(text) or (get("precision") or "").strip().lower().startswith("fp16"):
         return "megatron-legacy"
     if _PYTORCH.search(text):
@@ -248,8 +256,13 @@ def cell_float(row: Mapping[str, str], key: str) -> float | None:
 
 
 def cell_int(row: Mapping[str, str], key: str) -> int | None:
+    """A count cell (layers, GPUs, batch): None when empty; a count beyond 2^31 is refused."""
     value = cell_float(row, key)
-    return None if value is None else int(round(value))
+    if value is None:
+        return None
+    if abs(value) >= 2**31:
+        raise SpecError(f"{key}={row.get(key)!r} is out of range for a count", field=key)
+    return int(round(value))
 
 
 def measured_metric(row: Mapping[str, str]) -> tuple[str, float] | None:
@@ -257,7 +270,9 @@ def measured_metric(row: Mapping[str, str]) -> tuple[str, float] | None:
     value <= 1 is taken as a fraction (0.48 for 48 %)."""
     for metric, column in MEASURED:
         value = cell_float(row, column)
-        if value is not None and value > 0:
+        if value is not None and value <= 0:
+            raise SpecError(f"must be positive (got {row.get(column)!r})", field=column)
+        if value is not None:
             if metric in ("mfu", "hfu") and value <= 1.0:
                 value *= 100.0
             return metric, value

@@ -43,7 +43,7 @@ class DataBudget(Spec):
         description="repetitions of the unique tokens allowed; up to ~4 cost almost nothing "
         "(Muennighoff et al. 2023, section 5)",
     )
-    mix: tuple[DataSource, ...] = (DataSource(name="web", weight=1.0),)
+    mix: tuple[DataSource, ...] = Field(default=(DataSource(name="web", weight=1.0),), min_length=1)
 
 
 class MoEBudget(Spec):
@@ -83,9 +83,9 @@ class AnnealPhase(Spec):
     fraction: float = Field(
         default=0.1, gt=0, lt=1, description="of pretraining tokens (WSD decay)"
     )
-    mix: tuple[DataSource, ...] = (
-        DataSource(name="hq", weight=0.7),
-        DataSource(name="web", weight=0.3),
+    mix: tuple[DataSource, ...] = Field(
+        default=(DataSource(name="hq", weight=0.7), DataSource(name="web", weight=0.3)),
+        min_length=1,
     )
 
 
@@ -160,6 +160,12 @@ class BudgetSpec(Spec):
             raise ValueError("give hours, dollars, or both")
         if self.moe is not None and self.architecture != "moe":
             raise ValueError("a 'moe' section needs architecture: moe (or remove the section)")
+        lc = self.phases.long_context
+        if lc is not None and lc.target_length <= self.data.seq_length:
+            raise ValueError(
+                f"phases.long_context.target_length={lc.target_length} must exceed "
+                f"data.seq_length={self.data.seq_length} (the pretraining length)"
+            )
         return self
 
     @property

@@ -172,7 +172,8 @@ class ClusterSpec(Spec):
     """The machines: how many GPUs, of which kind, and how they are wired."""
 
     gpu: GPUSpec
-    num_gpus: int = Field(gt=0)
+    # 2^20: beyond every cluster built so far (~100k-GPU sites); the topology holds a group per rank
+    num_gpus: int = Field(gt=0, le=1_048_576)
     gpus_per_node: int = Field(default=8, gt=0)
     nvlink_domain: int | None = Field(
         default=None, gt=0, description="GPUs per NVLink domain; default: the GPU's own"

@@ -224,7 +224,9 @@ def layout_violations(
         (
             "zero_stage",
             (zero >= 2) & (pp > 1),
-            "ZeRO-2/3 cannot be combined with pipeline parallelism (gradients are accumulated per stage)",
+            "ZeRO-2/3 with pipeline parallelism is not modelled: the engines scaleplan compiles "
+            "for cannot run it (DeepSpeed's pipeline engine refuses ZeRO-2/3; Megatron's "
+            "distributed optimizer is ZeRO-1), though FSDP+PP trainers (torchtitan) can",
         ),
         (
             "distributed_optimizer",

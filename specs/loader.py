@@ -67,9 +67,11 @@ def read_document(path: str | Path) -> Any:
         raise SpecError(f"cannot read: {err}", source=str(p)) from None
     try:
         if p.suffix.lower() == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_pairs)
         else:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except SpecError as err:  # a duplicate JSON key
+        raise err.with_source(str(p)) from None
     except json.JSONDecodeError as err:
         raise SpecError(
             f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}", source=str(p)
@@ -82,6 +84,30 @@ def read_document(path: str | Path) -> Any:
     if not isinstance(data, dict):
         raise SpecError("expected a mapping of fields at the top level", source=str(p))
     return data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise SpecError(f"key {key!r} is given twice")
+        out[key] = value
+    return out
 
 
 def load_spec(model: type[M], path: str | Path) -> M:

@@ -247,7 +247,7 @@ def test_broken_layouts_give_clear_errors() -> None:
     assert err.value.field == "phases[0].layout.vp"
     ds = tiny_plan(pp=2, dp=2, zero_stage=1, phases=("pretrain",)).model_dump()
     ds["phases"][0]["layout"]["zero_stage"] = 3
-    with pytest.raises(SpecError, match="ZeRO-2/3 cannot be combined with pipeline"):
+    with pytest.raises(SpecError, match="ZeRO-2/3 with pipeline parallelism is not modelled"):
         compile_plan(Plan.model_validate(ds), "deepspeed")
     with pytest.raises(NotImplementedFeature, match="no DPO objective"):
         compile_plan(tiny_plan(phases=("pretrain", "dpo")), "megatron-lm")
@@ -296,7 +296,7 @@ def test_cli_compile_writes_refuses_overwrite_and_prints_launch(
     "engine,edit,message",
     [
         ("megatron", {"pp": 3}, "not divisible by pp"),
-        ("deepspeed", {"pp": 2, "zero_stage": 3}, "ZeRO-2/3 cannot be combined with pipeline"),
+        ("deepspeed", {"pp": 2, "zero_stage": 3}, "ZeRO-2/3 with pipeline parallelism is not modelled"),
     ],
 )
 def test_cli_hand_broken_plan_exit_2_nothing_written(

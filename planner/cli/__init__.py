@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -118,6 +120,45 @@ def cli() -> None:
     """
 
 
+class PositiveFinite(click.ParamType):
+    """A float option that must be > 0 and finite (click's FloatRange lets nan and inf by)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (number > 0 and number != float("inf")):
+            self.fail(f"must be positive and finite (got {value!r})", param, ctx)
+        return number
+
+
+POSITIVE_FINITE = PositiveFinite()
+
+
+def prepare_output(path: str | Path, field: str, folder: bool = False) -> Path:
+    """Make sure an output path can be written before any work is done (so a bad --out never
+    leaves other outputs behind): its folder (or, with `folder`, itself) is created if missing;
+    a path the OS refuses is one error naming the option."""
+    p = Path(path)
+    target = p if folder else (p.parent if str(p.parent) else Path("."))
+    if folder and p.exists() and not p.is_dir():
+        raise SpecError(f"{p} exists and is not a folder", field=field)
+    if not folder and p.is_dir():
+        raise SpecError(f"{p} is a folder; give a file name", field=field)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError(f"cannot create {target}: {exc.strerror or exc}", field=field) from None
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise SpecError(f"{target} is not writable", field=field)
+    if not folder and p.exists() and not os.access(p, os.W_OK):
+        raise SpecError(f"{p} is not writable", field=field)
+    return p
+
+
 def fail(message: str) -> None:
     """Print one error line and exit 2."""
     click.echo(f"error: {message}", err=True)
@@ -132,11 +173,19 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
+    except click.ClickException as exc:  # usage errors too: one line, not click's three
+        where = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None and ctx.command_path:
+            where = f"{ctx.command_path}: "
+        fail(f"{where}{exc.format_message()}")
     except SpecError as exc:
         fail(exc.message)
+    except OSError as exc:  # a path the OS refuses (an unwritable --out, a directory as a file)
+        name = exc.filename or ""
+        fail(f"{name}: {exc.strerror or exc}" if name else f"{exc.strerror or exc}")
+    except OverflowError as exc:
+        fail(f"a number in the input is too large to compute with ({exc})")
     except Exception as exc:  # pydantic errors raised outside a loader still get one line
         if type(exc).__name__ != "ValidationError":
             raise

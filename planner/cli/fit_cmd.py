@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 
 import click
 import numpy as np
@@ -13,6 +14,37 @@ from scaleplan.specs.errors import NotImplementedFeature, SpecError
 
 LAWS = ("chinchilla", "kaplan", "kaplan-irreducible", "data-constrained", "auto", "mpl")
 METHODS = ("epoch", "approach1", "approach2")
+
+
+def _check_plot_suffix(plot: str | None) -> None:
+    """Refuse a --plot file type matplotlib cannot write (matplotlib imported only for --plot)."""
+    if not plot:
+        return
+    suffix = Path(plot).suffix.lower().lstrip(".")
+    if not suffix:  # matplotlib writes its default format (PNG)
+        return
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = sorted(FigureCanvasBase.get_supported_filetypes())
+    if suffix not in supported:
+        raise SpecError(
+            f"cannot write a .{suffix} plot; supported file types: {', '.join(supported)}",
+            field="--plot",
+        )
+
+
+def _prepare_outputs(out: str | None, plot: str | None) -> None:
+    """Create the folders of --out and --plot (or refuse them) before any fitting or writing."""
+    from scaleplan.planner.cli import prepare_output
+
+    for path, field in ((out, "--out"), (plot, "--plot")):
+        if path:
+            prepare_output(path, field)
+
+
+def _check_positive(value: float | None, field: str) -> None:
+    if value is not None and not (np.isfinite(value) and value > 0):
+        raise SpecError(f"must be positive and finite (got {value!r})", field=field)
 
 
 def _progress_bar(total: int, label: str):
@@ -130,6 +162,9 @@ def fit(
     from scaleplan.planner.laws import runs_csv as rc
     from scaleplan.planner.laws.io import fit_document, write_fit
 
+    _check_positive(delta, "--delta")
+    _check_positive(ci_compute, "--ci-compute")
+    _check_plot_suffix(plot)
     if form == "mpl":
         return _fit_mpl(runs_csv, rc.parse_column_map(columns), as_json, plot, out)
     t0 = time.perf_counter()
@@ -137,10 +172,30 @@ def fit(
     if last_per_run:
         runs = rc.last_per_run(runs)
     runs = rc.drop_highest(runs, drop_highest)
+    if form == "auto" and method != "epoch":
+        raise NotImplementedFeature("--law auto needs --method epoch", field="--method")
+    if method != "epoch" and form != "chinchilla":
+        raise NotImplementedFeature(
+            f"--method {method} fits a frontier; --law {form} needs --method epoch",
+            field="--method",
+        )
+    if method != "epoch" and (n_boot or loo):
+        raise NotImplementedFeature(
+            "--bootstrap and --loo are implemented for --method epoch", field="--method"
+        )
+    if loo and form == "data-constrained":
+        raise NotImplementedFeature(
+            "--loo is implemented for chinchilla and the kaplan forms", field="--loo"
+        )
+    if method == "approach1" and runs.run is None:
+        raise SpecError(
+            "approach1 needs a run column (training curves)", field="run", source=runs.source
+        )
+    if param_count:
+        runs.params(param_count)  # a missing non_embedding_params column, before any work
+    _prepare_outputs(out, plot)  # every output path checked before fitting
     selection = None
     if form == "auto":
-        if method != "epoch":
-            raise NotImplementedFeature("--law auto needs --method epoch", field="--method")
         from scaleplan.planner.laws.selection import SELECTABLE, select_form
 
         both = param_count is None and runs.N_non_embedding is not None
@@ -166,15 +221,6 @@ def fit(
         }
     param_count = param_count or "total"
     n_fit = runs.params(param_count)
-    if method != "epoch" and form != "chinchilla":
-        raise NotImplementedFeature(
-            f"--method {method} fits a frontier; --law {form} needs --method epoch",
-            field="--method",
-        )
-    if method != "epoch" and (n_boot or loo):
-        raise NotImplementedFeature(
-            "--bootstrap and --loo are implemented for --method epoch", field="--method"
-        )
     warnings: list[str] = []
     extra: dict = {}
     bootstrap = None
@@ -201,10 +247,6 @@ def fit(
                     progress=cb,
                 )
         if loo:
-            if form == "data-constrained":
-                raise NotImplementedFeature(
-                    "--loo is implemented for chinchilla and the kaplan forms", field="--loo"
-                )
             bar, cb = _progress_bar(len(runs.N), "leave-one-out")
             with bar:
                 r = loo_residuals(res, form, n_fit, runs.D, runs.loss, progress=cb)
@@ -219,12 +261,6 @@ def fit(
         if method == "approach2":
             ff = approach2(n_fit, runs.D, runs.loss, runs.flops)
         else:
-            if runs.run is None:
-                raise SpecError(
-                    "approach1 needs a run column (training curves)",
-                    field="run",
-                    source=runs.source,
-                )
             ff = approach1(n_fit, runs.D, runs.loss, runs.run)
         law, objective, n_points = ff.law, ff.objective, ff.n_points
         extra["isoflop"] = {"optima": ff.optima, "parabolas": ff.parabolas}
@@ -260,7 +296,10 @@ def fit(
     if plot:
         from scaleplan.planner.laws.plots import plot_fit
 
-        plot_fit(doc, plot)
+        try:
+            plot_fit(doc, plot)
+        except OSError as exc:
+            raise SpecError(f"cannot write {plot}: {exc.strerror or exc}", field="--plot") from None
     summary = {
         "law": form if method == "epoch" else law.name,
         "method": method,
@@ -288,9 +327,11 @@ def _fit_mpl(
 ) -> None:
     """Multi-power law (Luo et al. 2025) from loss curves: columns run, step, lr, loss."""
     from scaleplan.planner.laws.io import write_fit
-    from scaleplan.planner.laws.mpl_runs import fit_curves_document
+    from scaleplan.planner.laws.mpl_runs import fit_curves_document, read_curves
 
-    summary, params, curves = fit_curves_document(path, columns)
+    curves = read_curves(path, columns)
+    _prepare_outputs(out, plot)
+    summary, params, curves = fit_curves_document(path, columns, curves=curves)
     if out:
         write_fit(
             out,
@@ -307,14 +348,17 @@ def _fit_mpl(
 
         c = max(curves, key=lambda c: len(c.lr_per_step))
         steps = np.asarray(c.steps)
-        plot_loss_forecast(
-            steps,
-            predict_loss_curve(params, c.lr_per_step)[steps],
-            plot,
-            observed=c.loss,
-            lr=c.lr_per_step[steps],
-            title=f"multi-power law forecast: {c.name}",
-        )
+        try:
+            plot_loss_forecast(
+                steps,
+                predict_loss_curve(params, c.lr_per_step)[steps],
+                plot,
+                observed=c.loss,
+                lr=c.lr_per_step[steps],
+                title=f"multi-power law forecast: {c.name}",
+            )
+        except OSError as exc:
+            raise SpecError(f"cannot write {plot}: {exc.strerror or exc}", field="--plot") from None
     if as_json:
         click.echo(json.dumps(doc_clean(summary)))
         return
@@ -437,7 +481,10 @@ def optimal(
             w = extrapolation_warning(float(doc["max_fitted_flops"]), compute)
             if w:
                 warnings.append(w)
-        ci = frontier_band(doc, compute)
+        try:
+            ci = frontier_band(doc, compute)
+        except SpecError as err:
+            raise err.with_source(fit_path) from None
     if inference_tokens:
         if max_tokens or max_params:
             raise NotImplementedFeature(

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from scaleplan.planner.cli import prepare_output
 from scaleplan.specs.errors import SpecError
 
 
@@ -34,10 +35,13 @@ def plan_json(plan: Any) -> dict[str, Any]:
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the plan file is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -74,6 +78,22 @@ def _resolve_fit(budget: Any, budget_path: Path) -> Any:
         "run `scaleplan fit ... --out FIT.json` or use law.preset",
     )
     law = budget.law.model_copy(update={"fit": str(path)})
+    return budget.model_copy(update={"law": law})
+
+
+def _resolve_schedule_fit(budget: Any, budget_path: Path) -> Any:
+    """`law.schedule_fit` (a `scaleplan fit --law mpl --out` file) is found the same way."""
+    name = budget.law.schedule_fit
+    if not name:
+        return budget
+    path = _beside_budget(
+        name,
+        budget_path,
+        "law.schedule_fit",
+        "schedule fit",
+        "run `scaleplan fit CURVES.csv --law mpl --out FIT.json`",
+    )
+    law = budget.law.model_copy(update={"schedule_fit": str(path)})
     return budget.model_copy(update={"law": law})
 
 
@@ -134,6 +154,11 @@ def plan(budget_file: str, out: str | None, as_json: bool, report_dir: str | Non
             )
     budget = _resolve_fit(load_spec(BudgetSpec, budget_file), Path(budget_file))
     budget = _resolve_profile(budget, Path(budget_file))
+    budget = _resolve_schedule_fit(budget, Path(budget_file))
+    if out is not None:  # both outputs writable before any is written
+        prepare_output(out, "--out")
+    if report_dir is not None:
+        prepare_output(report_dir, "--report", folder=True)
     progress = None if as_json else _progress
     try:
         result = make_plan(budget, progress=progress)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from scaleplan.planner.cli import prepare_output
 from scaleplan.specs.errors import SpecError
 
 
@@ -48,6 +49,7 @@ def report(
         check_fit_file(fit_path)
     if out_dir.exists() and not out_dir.is_dir():
         raise SpecError("exists and is not a folder", source=str(out_dir))
+    prepare_output(out_dir, "--out", folder=True)
     if (out_dir / HTML_NAME).exists() and not force:
         raise SpecError(
             f"{HTML_NAME} already exists; pass --force to overwrite it", source=str(out_dir)

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from scaleplan.planner.cli import POSITIVE_FINITE
 from scaleplan.specs.errors import SpecError
 
 from .simulate_inputs import RUN_FILE_HELP, SimulationInput
@@ -272,9 +273,7 @@ _POS = click.IntRange(min=1)
     "model chunk, the rest on the last (Megatron --pipeline-model-parallel-layout, as "
     "Megatron-Bridge's DeepSeek-V3 recipes)",
 )
-@click.option(
-    "--tokens", type=click.FloatRange(min=0, min_open=True), help="token budget: time and $"
-)
+@click.option("--tokens", type=POSITIVE_FINITE, help="token budget: time and $")
 @click.option(
     "--profile",
     "profile_file",

@@ -299,21 +299,39 @@ FORMS: dict[str, type[Law]] = {
 
 
 def law_from_dict(data: dict[str, Any], source: str | None = None) -> Law:
-    """Rebuild a law from `Law.to_dict()` output."""
+    """Rebuild a law from `Law.to_dict()` output. Every parameter must be a finite number > 0,
+    except an irreducible loss `E`, which may be 0."""
+    if not isinstance(data, dict):
+        raise SpecError("must be an object with form and params", field="law", source=source)
     form = data.get("form")
-    if form not in FORMS:
+    if not isinstance(form, str) or form not in FORMS:
         raise SpecError(
             f"unknown law form {form!r}; expected one of {sorted(FORMS)}", "law.form", source
         )
     params = data.get("params")
     if not isinstance(params, dict):
         raise SpecError("missing params object", field="law.params", source=source)
-    try:
-        values = {k: float(v) for k, v in params.items()}
-    except (TypeError, ValueError):
-        raise SpecError(
-            "every parameter must be a number", field="law.params", source=source
-        ) from None
+    values: dict[str, float] = {}
+    for k, v in params.items():
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            values[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise SpecError(
+                f"must be a number (got {v!r})", field=f"law.params.{k}", source=source
+            ) from None
+    for k, v in values.items():
+        if not np.isfinite(v):
+            raise SpecError(f"must be finite (got {v!r})", field=f"law.params.{k}", source=source)
+        if k == "E" and v < 0:
+            raise SpecError(
+                f"the irreducible loss must be >= 0 (got {v!r})",
+                field=f"law.params.{k}",
+                source=source,
+            )
+        if k != "E" and v <= 0:
+            raise SpecError(f"must be positive (got {v!r})", field=f"law.params.{k}", source=source)
     extra: dict[str, Any] = {"source": str(data.get("source", source or "fit"))}
     count = data.get("param_count", "total")
     if count not in PARAM_COUNTS:
@@ -324,7 +342,14 @@ def law_from_dict(data: dict[str, Any], source: str | None = None) -> Law:
         )
     extra["param_count"] = count
     if form == "data-constrained" and data.get("unique_tokens") is not None:
-        extra["unique_tokens"] = float(data["unique_tokens"])
+        u = data["unique_tokens"]
+        if isinstance(u, bool) or not isinstance(u, (int, float)) or not (np.isfinite(u) and u > 0):
+            raise SpecError(
+                f"must be a positive number of tokens (got {u!r})",
+                field="law.unique_tokens",
+                source=source,
+            )
+        extra["unique_tokens"] = float(u)
     if form == "frontier" and data.get("loss_params"):
         lp = data["loss_params"]
         if isinstance(lp, dict) and all(isinstance(v, (int, float)) for v in lp.values()):
@@ -335,7 +360,4 @@ def law_from_dict(data: dict[str, Any], source: str | None = None) -> Law:
         raise SpecError(
             f"wrong parameters for {form}: {exc}", field="law.params", source=source
         ) from None
-    bad = [k for k, v in law.params.items() if not np.isfinite(v)]
-    if bad:
-        raise SpecError(f"non-finite parameters {bad}", field="law.params", source=source)
     return law

@@ -3,6 +3,7 @@ redraw the frontier with a confidence band and the IsoFLOP curves."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -56,8 +57,13 @@ def write_fit(path: str | Path, doc: dict[str, Any]) -> None:
     """Write atomically (a temp file renamed into place: nothing half-written on failure)."""
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(doc), indent=1) + "\n")
-    tmp.replace(p)
+    try:
+        tmp.write_text(json.dumps(_clean(doc), indent=1) + "\n")
+        tmp.replace(p)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise SpecError(f"cannot write: {exc.strerror or exc}", source=str(p)) from None
 
 
 def read_fit(path: str | Path) -> dict[str, Any]:
@@ -74,7 +80,29 @@ def read_fit(path: str | Path) -> dict[str, Any]:
         )
     if not isinstance(doc.get("law"), dict):
         raise SpecError("missing law object", field="law.fit", source=str(p))
+    flops = doc.get("max_fitted_flops")
+    if flops is not None and not _positive_number(flops):
+        raise SpecError(
+            f"must be a positive number of FLOPs (got {flops!r})",
+            field="max_fitted_flops",
+            source=str(p),
+        )
+    if (
+        "bootstrap" in doc
+        and doc["bootstrap"] is not None
+        and not isinstance(doc["bootstrap"], dict)
+    ):
+        raise SpecError("must be an object", field="bootstrap", source=str(p))
     return doc
+
+
+def _positive_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def law_from_fit(path: str | Path) -> Law:
@@ -82,4 +110,4 @@ def law_from_fit(path: str | Path) -> Law:
     try:
         return law_from_dict(doc["law"], source=str(path))
     except SpecError as exc:
-        raise SpecError(exc.reason, field="law.fit", source=str(path)) from None
+        raise SpecError(exc.reason, field=exc.field or "law.fit", source=str(path)) from None

@@ -24,6 +24,7 @@ from .schedule_law import (
 )
 
 COLUMNS = ("run", "step", "lr", "loss")
+MAX_STEPS = 100_000_000  # per run: the fit holds an LR (and loss) value for every step
 
 
 def read_curves(path: str | Path, columns: dict[str, str] | None = None) -> list[Curve]:
@@ -32,36 +33,15 @@ def read_curves(path: str | Path, columns: dict[str, str] | None = None) -> list
     if not p.is_file():
         raise SpecError("file not found", source=src)
     name = {k: (columns or {}).get(k, k) for k in COLUMNS}
-    with p.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM is fine
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        missing = [name[k] for k in COLUMNS if name[k] not in header]
-        if missing:
-            raise SpecError(
-                f"missing column {missing[0]!r} (--law mpl needs run, step, lr, loss)",
-                field=missing[0],
-                source=src,
-            )
-        by_run: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
-        for i, row in enumerate(reader):
-            try:
-                vals = tuple(float(row[name[k]]) for k in ("step", "lr", "loss"))
-            except (TypeError, ValueError):
-                raise SpecError(
-                    f"row {i + 2}: step, lr and loss must be numbers", field="loss", source=src
-                ) from None
-            if (
-                not all(math.isfinite(v) for v in vals)
-                or vals[1] <= 0
-                or vals[2] <= 0
-                or vals[0] < 0
-            ):
-                raise SpecError(
-                    f"row {i + 2}: lr and loss must be positive, step >= 0",
-                    field="loss",
-                    source=src,
-                )
-            by_run[row[name["run"]]].append(vals)  # type: ignore[arg-type]
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM is fine
+            by_run = _read_rows(csv.DictReader(fh), name, src)
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"not UTF-8 text (byte {exc.start}: {exc.reason}); expected a CSV file", source=src
+        ) from None
+    except csv.Error as exc:
+        raise SpecError(f"not a readable CSV file ({exc})", source=src) from None
     curves = []
     for run, rows in sorted(by_run.items()):
         s = np.array(sorted(rows))
@@ -77,12 +57,52 @@ def read_curves(path: str | Path, columns: dict[str, str] | None = None) -> list
     return curves
 
 
+def _read_rows(
+    reader: csv.DictReader, name: dict[str, str], src: str
+) -> dict[str, list[tuple[float, float, float]]]:
+    header = reader.fieldnames or []
+    missing = [name[k] for k in COLUMNS if name[k] not in header]
+    if missing:
+        raise SpecError(
+            f"missing column {missing[0]!r} (--law mpl needs run, step, lr, loss)",
+            field=missing[0],
+            source=src,
+        )
+    by_run: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for i, row in enumerate(reader):
+        try:
+            vals = tuple(float(row[name[k]]) for k in ("step", "lr", "loss"))
+        except (TypeError, ValueError):
+            raise SpecError(
+                f"row {i + 2}: step, lr and loss must be numbers", field="loss", source=src
+            ) from None
+        if not all(math.isfinite(v) for v in vals) or vals[1] <= 0 or vals[2] <= 0 or vals[0] < 0:
+            raise SpecError(
+                f"row {i + 2}: lr and loss must be positive, step >= 0",
+                field="loss",
+                source=src,
+            )
+        if vals[0] > MAX_STEPS:
+            raise SpecError(
+                f"row {i + 2}: step {row[name['step']]} is beyond {MAX_STEPS:.0e}; the law is "
+                "evaluated at every step, and no training run is that long",
+                field=name["step"],
+                source=src,
+            )
+        by_run[row[name["run"]]].append(vals)  # type: ignore[arg-type]
+    return by_run
+
+
 def fit_curves_document(
-    path: str | Path, columns: dict[str, str] | None = None
+    path: str | Path,
+    columns: dict[str, str] | None = None,
+    curves: list[Curve] | None = None,
 ) -> tuple[dict[str, Any], MPLParams, list[Curve]]:
-    """Fit and return (summary, params, curves); the summary matches `fit --json`."""
+    """Fit and return (summary, params, curves); the summary matches `fit --json`. `curves`:
+    already read from `path` (so a caller can check its outputs between reading and fitting)."""
     t0 = time.perf_counter()
-    curves = read_curves(path, columns)
+    if curves is None:
+        curves = read_curves(path, columns)
     params, rmse = fit_mpl(curves)
     finals = {
         c.name: {

@@ -103,10 +103,17 @@ def read_runs(path: str | Path, columns: dict[str, str] | None = None) -> Runs:
     if not p.is_file():
         raise SpecError("file not found", source=src)
     columns = columns or {}
-    with p.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM is fine
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        rows = list(reader)
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM is fine
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            rows = list(reader)
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"not UTF-8 text (byte {exc.start}: {exc.reason}); expected a CSV file", source=src
+        ) from None
+    except csv.Error as exc:
+        raise SpecError(f"not a readable CSV file ({exc})", source=src) from None
     name = {k: columns.get(k, k) or "\0ignored" for k in REQUIRED + OPTIONAL}
     for k in REQUIRED:
         if name[k] not in header:

@@ -94,16 +94,40 @@ def extrapolation_warning(max_fitted_flops: float, compute: float) -> str | None
 
 def frontier_band(fit_doc: dict, compute: float) -> dict:
     """2.5/50/97.5 percentiles of N_opt and D_opt at `compute` across the bootstrap laws stored
-    in a FIT.json document ({} when it holds no bootstrap samples)."""
+    in a FIT.json document ({} when it holds no bootstrap samples). A malformed bootstrap
+    section is a SpecError (field `bootstrap`); the caller adds the file name."""
+    from scaleplan.specs.errors import SpecError
+
     from .forms import law_from_dict
 
     boot = fit_doc.get("bootstrap")
-    if not boot or not boot.get("samples"):
+    if not boot:
         return {}
+    if not isinstance(boot, dict):
+        raise SpecError("must be an object with names and samples", field="bootstrap")
+    samples = boot.get("samples")
+    if not samples:
+        return {}
+    names = boot.get("names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise SpecError("needs 'names': a list of parameter names", field="bootstrap.names")
+    if not isinstance(samples, list):
+        raise SpecError("must be a list of parameter rows", field="bootstrap.samples")
     form = fit_doc["law"]["form"]
     ns, ds = [], []
-    for row in boot["samples"]:
-        sample = law_from_dict({"form": form, "params": dict(zip(boot["names"], row, strict=True))})
+    for i, row in enumerate(samples):
+        if not isinstance(row, list) or len(row) != len(names):
+            raise SpecError(
+                f"row {i} must be a list of {len(names)} numbers (one per name)",
+                field="bootstrap.samples",
+            )
+        try:
+            sample = law_from_dict({"form": form, "params": dict(zip(names, row, strict=True))})
+        except SpecError as exc:
+            raise SpecError(
+                f"row {i}: {(exc.field or '').removeprefix('law.')} {exc.reason}".strip(),
+                field="bootstrap.samples",
+            ) from None
         n, d = sample.optimal(compute)
         ns.append(float(n))
         ds.append(float(d))

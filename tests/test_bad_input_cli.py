@@ -1,0 +1,149 @@
+"""Bad input to plan, simulate, report and validate: one error line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import csv
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+SMALL = "name: tiny\ngpu: H100\ngpus: 8\nhours: 2\ndata: {seq_length: 2048, vocab_size: 32000}\n"
+BUILTIN_CSV = Path(__file__).resolve().parents[1] / "specs" / "data" / "published_runs_dev.csv"
+
+
+def _budget(tmp_path: Path, extra: str = "", name: str = "b.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(SMALL + extra)
+    return path
+
+
+def _one_error(code: int, err: str) -> str:
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["simulate", "--zero", "4"], capsys)
+    assert "--zero" in _one_error(code, err)
+    code, _, err = run_cli(["catalog", "tpus"], capsys)
+    assert "tpus" in _one_error(code, err)
+    code, _, err = run_cli(["--no-such-option"], capsys)
+    assert "--no-such-option" in _one_error(code, err)
+
+
+def test_an_unwritable_out_leaves_no_report_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    report = tmp_path / "report"
+    code, _, err = run_cli(
+        ["plan", str(_budget(tmp_path)), "--report", str(report), "--out", str(blocker / "p.json")],
+        capsys,
+    )
+    assert "--out" in _one_error(code, err)
+    assert not report.exists()
+    code, _, err = run_cli(["plan", str(_budget(tmp_path)), "--report", str(blocker / "r")], capsys)
+    assert "--report" in _one_error(code, err)
+
+
+def test_plan_file_follows_the_umask(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "sub" / "plan.json"
+        code, _, _ = run_cli(["plan", str(_budget(tmp_path)), "--out", str(out)], capsys)
+    finally:
+        os.umask(old)
+    assert code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ("usd_per_gpu_hour: .inf\n", "usd_per_gpu_hour"),
+        ("phases: {anneal: {mix: []}}\n", "mix"),
+        ("phases: {long_context: {target_length: 1024}}\n", "target_length"),
+        ("law: {schedule_fit: missing.json}\n", "law.schedule_fit"),
+        ("gpus: 16\n", "given twice"),
+    ],
+)
+def test_impossible_budgets_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str
+) -> None:
+    code, _, err = run_cli(["plan", str(_budget(tmp_path, extra))], capsys)
+    assert field in _one_error(code, err)
+
+
+def test_infinite_hours_name_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "b.yaml"
+    path.write_text(SMALL.replace("hours: 2", "hours: .inf"))
+    code, _, err = run_cli(["plan", str(path)], capsys)
+    assert "hours" in _one_error(code, err) and "finite" in err
+
+
+def test_simulate_refuses_nan_tokens_and_absurd_gpu_counts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = ["simulate", "--model", "llama3-8b", "--gpu", "h100", "--global-batch", "64"]
+    code, _, err = run_cli([*base, "--gpus", "8", "--tokens", "nan"], capsys)
+    assert "--tokens" in _one_error(code, err)
+    code, _, err = run_cli([*base, "--gpus", "100000000000", "--tp", "8"], capsys)
+    assert "gpus" in _one_error(code, err)
+
+
+def _rows(tmp_path: Path, **changes: str) -> Path:
+    """The dev file's row 72 (an llm-foundry row) with some cells changed."""
+    rows = list(csv.DictReader(BUILTIN_CSV.open()))
+    row = {**rows[72], **changes}
+    path = tmp_path / "runs.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0].keys()))
+        writer.writeheader()
+        writer.writerow(row)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"zero_stage_or_fsdp": "9"}, "zero_stage_or_fsdp"),
+        ({"params_billion": "-70"}, "params_billion"),
+        ({"sequence_parallel": "maybe"}, "sequence_parallel"),
+        ({"measured_tokens_per_sec_per_gpu": "-100"}, "measured_tokens_per_sec_per_gpu"),
+        ({"global_batch": "1e30"}, "out of range"),
+        ({"num_gpus": "0"}, "num_gpus"),
+    ],
+)
+def test_validate_refuses_a_cell_it_cannot_trust(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict, reason: str
+) -> None:
+    import json
+
+    code, out, err = run_cli(
+        ["validate", "--runs", str(_rows(tmp_path, **changes)), "--json"], capsys
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["summary"]["n_predicted"] == 0
+    assert reason in doc["skipped"][0]["reason"]
+
+
+def test_validate_options_that_match_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = str(_rows(tmp_path))
+    code, _, err = run_cli(["validate", "--runs", runs, "--source", "zzz"], capsys)
+    assert "--source" in _one_error(code, err)
+    code, _, err = run_cli(["validate", "--runs", runs, "--assume", "micro_batch=abc"], capsys)
+    assert "micro_batch" in _one_error(code, err)
+    header = tmp_path / "header.csv"
+    header.write_text(BUILTIN_CSV.read_text().splitlines()[0] + "\n")
+    code, _, err = run_cli(["validate", "--runs", str(header)], capsys)
+    assert "no data rows" in _one_error(code, err)
