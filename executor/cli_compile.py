@@ -25,7 +25,9 @@ def _compile(
     from scaleplan.executor.compile import compile_plan, write_compiled
 
     plan = _load_plan(plan_path)
-    wanted = tuple(p.strip() for p in phases.split(",") if p.strip()) if phases else None
+    from scaleplan.executor.run import parse_phase_list
+
+    wanted = tuple(parse_phase_list(phases, "--phases")) if phases is not None else None
     try:
         compiled = compile_plan(
             plan, engine, phases=wanted, run_dir=str(Path(run_dir).resolve()) if run_dir else None

@@ -42,11 +42,22 @@ class PhaseResult:
     metrics: str
 
 
+def parse_phase_list(text: str, field: str = "phases") -> list[str]:
+    """'pretrain,anneal' as a list: at least one name, none twice."""
+    wanted = [p.strip() for p in text.split(",") if p.strip()]
+    if not wanted:
+        raise SpecError(f"no phase named in {text!r}", field=field)
+    twice = sorted({w for w in wanted if wanted.count(w) > 1})
+    if twice:
+        raise SpecError(f"phase(s) {', '.join(twice)} named twice", field=field)
+    return wanted
+
+
 def select_phases(plan: Plan, phases: str) -> list[PhaseSpec]:
     """`all` or a comma list of phase names, kept in the plan's order."""
     if phases.strip() == "all":
         return list(plan.phases)
-    wanted = [p.strip() for p in phases.split(",") if p.strip()]
+    wanted = parse_phase_list(phases)
     names = [p.name for p in plan.phases]
     unknown = [w for w in wanted if w not in names]
     if unknown:

@@ -70,6 +70,12 @@ class Target(Spec):
             raise ValueError("target 'inference-aware' needs inference_tokens > 0")
         if self.kind == "fixed-size" and not self.params:
             raise ValueError("target 'fixed-size' needs params")
+        if self.params is not None and self.kind != "fixed-size":
+            raise ValueError(f"params applies to kind 'fixed-size', not {self.kind!r}")
+        if self.inference_tokens and self.kind != "inference-aware":
+            raise ValueError(
+                f"inference_tokens applies to kind 'inference-aware', not {self.kind!r}"
+            )
         return self
 
 

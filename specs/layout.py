@@ -285,6 +285,12 @@ def validate_layout(
         if bool(violated):
             value = getattr(layout, field, None)
             raise SpecError(f"{reason} (got {field}={value})", field=f"{field_prefix}.{field}")
+    if layout.etp is not None and model.moe is None and layout.etp != layout.tp:
+        raise SpecError(
+            f"expert tensor parallelism applies to MoE models; {model.name} is dense "
+            f"(got etp={layout.etp})",
+            field=f"{field_prefix}.etp",
+        )
     if layout.recompute_layers is not None and layout.recompute != "full":
         raise SpecError(
             "recompute_layers applies only to recompute='full'",

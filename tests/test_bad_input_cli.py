@@ -147,3 +147,27 @@ def test_validate_options_that_match_nothing(
     header.write_text(BUILTIN_CSV.read_text().splitlines()[0] + "\n")
     code, _, err = run_cli(["validate", "--runs", str(header)], capsys)
     assert "no data rows" in _one_error(code, err)
+
+
+def test_options_that_would_be_ignored_or_misnamed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["optimal", "--compute", "1e22", "--max-tokens", "-5"], capsys)
+    assert "--max-tokens" in _one_error(code, err)
+    code, _, err = run_cli(
+        ["simulate", "--model", "llama3-8b", "--gpu", "h100", "--gpus", "8",
+         "--global-batch", "64", "--tp", "2", "--etp", "1"],
+        capsys,
+    )  # fmt: skip
+    assert "etp" in _one_error(code, err)
+    extra = "target: {kind: compute-optimal, params: 1.0e9}\n"
+    code, _, err = run_cli(["plan", str(_budget(tmp_path, extra))], capsys)
+    assert "fixed-size" in _one_error(code, err)
+    plan_file = tmp_path / "plan.json"
+    assert run_cli(["plan", str(_budget(tmp_path)), "--out", str(plan_file)], capsys)[0] == 0
+    for phases, reason in ((",", "no phase named"), ("pretrain,pretrain", "named twice")):
+        code, _, err = run_cli(
+            ["compile", str(plan_file), "--out", str(tmp_path / "c"), "--phases", phases], capsys
+        )
+        assert reason in _one_error(code, err)
+    assert not (tmp_path / "c").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from scaleplan.planner.cli import POSITIVE_FINITE
 from scaleplan.specs.errors import NotImplementedFeature, SpecError
 
 LAWS = ("chinchilla", "kaplan", "kaplan-irreducible", "data-constrained", "auto", "mpl")
@@ -428,7 +429,9 @@ def _print_fit(summary: dict, out: str | None) -> None:
 
 
 @click.command("optimal")
-@click.option("--compute", type=float, required=True, help="Training compute C in FLOPs (C = 6ND).")
+@click.option(
+    "--compute", type=POSITIVE_FINITE, required=True, help="Training compute C in FLOPs (C = 6ND)."
+)
 @click.option(
     "--fit",
     "fit_path",
@@ -443,14 +446,16 @@ def _print_fit(summary: dict, out: str | None) -> None:
 )
 @click.option(
     "--max-tokens",
-    type=float,
+    type=POSITIVE_FINITE,
     default=None,
     help="Unique tokens available (repetition per Muennighoff beyond).",
 )
-@click.option("--max-params", type=float, default=None, help="Largest model size allowed.")
+@click.option(
+    "--max-params", type=POSITIVE_FINITE, default=None, help="Largest model size allowed."
+)
 @click.option(
     "--inference-tokens",
-    type=float,
+    type=POSITIVE_FINITE,
     default=None,
     help="Expected lifetime inference tokens (Sardana et al.).",
 )
