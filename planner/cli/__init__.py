@@ -41,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "fit": ("scaleplan.planner.cli.fit_cmd", "fit", "Fit a scaling law to ladder runs."),
     "optimal": (
-        "scaleplan.planner.cli.fit_cmd",
+        "scaleplan.planner.cli.optimal_cmd",
         "optimal",
         "Compute-optimal N and D for a compute budget.",
     ),

@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from scaleplan.planner.cli import POSITIVE_FINITE
 from scaleplan.specs.errors import NotImplementedFeature, SpecError
+
+from .fit_view import doc_clean, print_fit, progress_bar
 
 LAWS = ("chinchilla", "kaplan", "kaplan-irreducible", "data-constrained", "auto", "mpl")
 METHODS = ("epoch", "approach1", "approach2")
@@ -46,23 +47,6 @@ def _prepare_outputs(out: str | None, plot: str | None) -> None:
 def _check_positive(value: float | None, field: str) -> None:
     if value is not None and not (np.isfinite(value) and value > 0):
         raise SpecError(f"must be positive and finite (got {value!r})", field=field)
-
-
-def _progress_bar(total: int, label: str):
-    """A rich progress bar on stderr (stdout stays clean for --json); returns (bar, callback)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    task = bar.add_task(label, total=total)
-    return bar, lambda done, _total: bar.update(task, completed=done)
 
 
 @click.command("fit")
@@ -200,7 +184,7 @@ def fit(
         from scaleplan.planner.laws.selection import SELECTABLE, select_form
 
         both = param_count is None and runs.N_non_embedding is not None
-        bar, cb = _progress_bar(
+        bar, cb = progress_bar(
             len(SELECTABLE) * select_folds * (2 if both else 1), "choosing the form"
         )
         with bar:
@@ -233,7 +217,7 @@ def fit(
         res = fit_law(form, n_fit, runs.D, runs.loss, unique_tokens=runs.unique_tokens, delta=delta)
         law, objective, n_points = res.law, res.objective, res.n_points
         if n_boot:
-            bar, cb = _progress_bar(n_boot, "bootstrap")
+            bar, cb = progress_bar(n_boot, "bootstrap")
             with bar:
                 bootstrap = run_bootstrap(
                     res,
@@ -248,7 +232,7 @@ def fit(
                     progress=cb,
                 )
         if loo:
-            bar, cb = _progress_bar(len(runs.N), "leave-one-out")
+            bar, cb = progress_bar(len(runs.N), "leave-one-out")
             with bar:
                 r = loo_residuals(res, form, n_fit, runs.D, runs.loss, progress=cb)
             extra["loo"] = {
@@ -320,7 +304,7 @@ def fit(
     if as_json:
         click.echo(json.dumps(doc_clean(summary)))
         return
-    _print_fit(summary, out)
+    print_fit(summary, out)
 
 
 def _fit_mpl(
@@ -363,185 +347,4 @@ def _fit_mpl(
     if as_json:
         click.echo(json.dumps(doc_clean(summary)))
         return
-    _print_fit(summary, out)
-
-
-def doc_clean(obj):
-    from scaleplan.planner.laws.io import _clean
-
-    return _clean(obj)
-
-
-def _print_fit(summary: dict, out: str | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    counted = (
-        " (N: non-embedding parameters)" if summary.get("param_count") == "non-embedding" else ""
-    )
-    table = Table(
-        title=f"{summary['law']} fit ({summary['method']}){counted}: {summary['n_points']} "
-        f"points, objective {summary['loss']:.6g}, {summary['seconds']:.2f} s"
-    )
-    table.add_column("parameter")
-    table.add_column("value", justify="right")
-    has_ci = "ci" in summary
-    if has_ci:
-        table.add_column("95% CI", justify="right")
-    for k, v in summary["params"].items():
-        row = [k, f"{v:.6g}"]
-        if has_ci:
-            lo, _, hi = summary["ci"][k]
-            row.append(f"[{lo:.4g}, {hi:.4g}]")
-        table.add_row(*row)
-    if has_ci:
-        for k in ("N_opt", "D_opt"):
-            if k in summary["ci"]:
-                lo, mid, hi = summary["ci"][k]
-                table.add_row(k, f"{mid:.4g}", f"[{lo:.4g}, {hi:.4g}]")
-    console = Console()
-    if "selection" in summary:
-        sel = Table(
-            title=f"form chosen by extrapolation: held out the {summary['selection']['folds']} "
-            "largest sizes in turn, each predicted from the smaller ones"
-        )
-        for col in ("form", "N counts", "mean |error|", "max |error|"):
-            sel.add_column(col, justify="right" if "error" in col else "left")
-        chosen = (summary["selection"]["chosen"], summary["selection"]["param_count"])
-        for f in summary["selection"]["forms"]:
-            mark = " (chosen)" if (f["form"], f["param_count"]) == chosen else ""
-            sel.add_row(
-                f["form"] + mark,
-                f["param_count"],
-                f"{f['mean_abs_pct']:.2f} %",
-                f"{f['max_abs_pct']:.2f} %",
-            )
-        console.print(sel)
-    console.print(table)
-    if "loo" in summary:
-        console.print(
-            f"leave-one-out: RMSE {summary['loo']['rmse_log']:.4g} (log loss), max |rel. error| {summary['loo']['max_abs_rel']:.3%}"
-        )
-    for w in summary["warnings"]:
-        console.print(f"[yellow]warning:[/yellow] {w}")
-    if out:
-        console.print(f"wrote {out}")
-
-
-@click.command("optimal")
-@click.option(
-    "--compute", type=POSITIVE_FINITE, required=True, help="Training compute C in FLOPs (C = 6ND)."
-)
-@click.option(
-    "--fit",
-    "fit_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="A FIT.json from `scaleplan fit`.",
-)
-@click.option(
-    "--preset",
-    default=None,
-    help="Published law: chinchilla, epoch, kaplan, data-constrained, ... (default chinchilla).",
-)
-@click.option(
-    "--max-tokens",
-    type=POSITIVE_FINITE,
-    default=None,
-    help="Unique tokens available (repetition per Muennighoff beyond).",
-)
-@click.option(
-    "--max-params", type=POSITIVE_FINITE, default=None, help="Largest model size allowed."
-)
-@click.option(
-    "--inference-tokens",
-    type=POSITIVE_FINITE,
-    default=None,
-    help="Expected lifetime inference tokens (Sardana et al.).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def optimal(
-    compute: float,
-    fit_path: str | None,
-    preset: str | None,
-    max_tokens: float | None,
-    max_params: float | None,
-    inference_tokens: float | None,
-    as_json: bool,
-) -> None:
-    """Compute-optimal model size N and tokens D for a compute budget."""
-    from scaleplan.planner.laws import constrained_optimal, inference_aware_optimal, load_law
-    from scaleplan.planner.laws.uncertainty import extrapolation_warning, frontier_band
-
-    if not (np.isfinite(compute) and compute > 0):
-        raise SpecError(f"must be positive (got {compute!r})", field="--compute")
-    law = load_law(preset=preset, fit_path=fit_path)
-    warnings: list[str] = []
-    ci = {}
-    if fit_path:
-        from scaleplan.planner.laws.io import read_fit
-
-        doc = read_fit(fit_path)
-        if doc.get("max_fitted_flops"):
-            w = extrapolation_warning(float(doc["max_fitted_flops"]), compute)
-            if w:
-                warnings.append(w)
-        try:
-            ci = frontier_band(doc, compute)
-        except SpecError as err:
-            raise err.with_source(fit_path) from None
-    if inference_tokens:
-        if max_tokens or max_params:
-            raise NotImplementedFeature(
-                "--inference-tokens with --max-tokens/--max-params", field="--inference-tokens"
-            )
-        N, D = inference_aware_optimal(law, compute, inference_tokens, kind="compute")
-        epochs = 1.0
-    else:
-        N, D, epochs = constrained_optimal(
-            law, compute, max_unique_tokens=max_tokens, max_params=max_params
-        )
-    try:
-        loss = float(
-            law.loss(N, D, unique_tokens=max_tokens)
-            if max_tokens and law.name == "data-constrained"
-            else law.loss(N, D)
-        )
-    except NotImplementedFeature:
-        loss = None
-    result = {
-        "compute": compute,
-        "law": law.name,
-        "source": law.source,
-        "N": N,
-        "param_count": law.param_count,
-        "D": D,
-        "tokens_per_param": D / N,
-        "epochs": epochs,
-        "loss": loss,
-        "warnings": warnings,
-    }
-    if ci:
-        result["ci"] = ci
-    if as_json:
-        click.echo(json.dumps(doc_clean(result)))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"compute-optimal at C = {compute:.3g} FLOPs ({law.source})")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    counted = " (non-embedding)" if law.param_count == "non-embedding" else ""
-    table.add_row(f"parameters N{counted}", f"{N:.4g}")
-    table.add_row("tokens D", f"{D:.4g}")
-    table.add_row("tokens / parameter", f"{D / N:.2f}")
-    table.add_row("epochs over unique data", f"{epochs:.2f}")
-    if loss is not None:
-        table.add_row("predicted loss", f"{loss:.4f}")
-    for k, (lo, _, hi) in ci.items():
-        table.add_row(f"{k} 95% band", f"[{lo:.4g}, {hi:.4g}]")
-    console = Console()
-    console.print(table)
-    for w in warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+    print_fit(summary, out)
