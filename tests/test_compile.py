@@ -296,7 +296,11 @@ def test_cli_compile_writes_refuses_overwrite_and_prints_launch(
     "engine,edit,message",
     [
         ("megatron", {"pp": 3}, "not divisible by pp"),
-        ("deepspeed", {"pp": 2, "zero_stage": 3}, "ZeRO-2/3 with pipeline parallelism is not modelled"),
+        (
+            "deepspeed",
+            {"pp": 2, "zero_stage": 3},
+            "ZeRO-2/3 with pipeline parallelism is not modelled",
+        ),
     ],
 )
 def test_cli_hand_broken_plan_exit_2_nothing_written(
