@@ -27,7 +27,9 @@ from .validation_score import Prediction, predict_cases, summarize, to_measured_
 STACK_PRIORS: dict[str, dict[str, float]] = {
     "default": {"attention_score_passes": 0.0},
     "megatron-legacy": {"attention_score_passes": 6.0, "dp_overlap": 0.0, "tp_overlap": 0.0},
-    "pytorch": {"attention_score_passes": 0.0},
+    # PyTorch tensor parallelism (DTensor) runs its collectives in line with the GEMMs unless
+    # torchtitan's opt-in async TP is on; Megatron-core/TE overlap them.
+    "pytorch": {"attention_score_passes": 0.0, "tp_overlap": 0.0},
 }
 # A stack without a pooled fit of its own starts its families from this stack's (both fuse
 # attention and overlap gradient sync).
@@ -38,7 +40,8 @@ STACK_FALLBACK: dict[str, str] = {"pytorch": "default"}
 # GEMM and elementwise efficiencies carry over as fractions of peak; the GEMM size at which
 # efficiency halves scales with peak FLOP/s (a fixed time per call: eff = F / (F + peak * t0));
 # attention scales with FlashAttention-2's utilisation on each generation
-# (efficiency.FLASH_ATTENTION_2_UTIL).
+# (efficiency.FLASH_ATTENTION_2_UTIL); the derived stack's priors (`STACK_PRIORS`) replace what
+# the source fit's runs could not inform (the A100 runs of these trainers have no TP).
 # On Ampere every stack's attention runs FlashAttention-2-class kernels, so the A100 profile
 # (fitted on llm-foundry and torchtitan runs) serves the `pytorch` stack there too.
 DERIVED: dict[str, tuple[str, str, str]] = {"H100/pytorch": ("A100", "A100", "H100")}
@@ -123,11 +126,13 @@ def derived_profile(name: str, fitted: EfficiencyProfile) -> EfficiencyProfile:
     util_ratio = FLASH_ATTENTION_2_UTIL[dst_gen] / FLASH_ATTENTION_2_UTIL[src_gen]
     values = _rebase(prior, fitted).model_copy(
         update={
+            **STACK_PRIORS.get(prior.stack, {}),
             "gemm_half_flops": fitted.gemm_half_flops * peak_ratio,
             "attention_eff": fitted.attention_eff * util_ratio,
             "fitted_on": f"not fitted: derived from {DERIVED[name][0]} ({fitted.fitted_on}); "
             f"GEMM half-efficiency size x {peak_ratio:.2f} (peak), attention x {util_ratio:.2f} "
-            f"(FlashAttention-2 utilisation, {dst_gen} vs {src_gen})",
+            f"(FlashAttention-2 utilisation, {dst_gen} vs {src_gen}); {prior.stack} stack priors "
+            + ", ".join(f"{k}={v:g}" for k, v in STACK_PRIORS.get(prior.stack, {}).items()),
         }
     )
     return values
