@@ -130,7 +130,9 @@ def parse_sharding(text: str) -> tuple[int, bool]:
 
 
 _LEGACY = re.compile(r"deepspeed", re.I)
-_PYTORCH = re.compile(r"llm-foundry|\bcomposer\b|mosaicml|torchtitan", re.I)
+_PYTORCH = re.compile(
+    r"llm-foundry|\bcomposer\b|mosaicml|torchtitan|pytorch[ -]fsdp|\bfsdp2\b", re.I
+)
 
 
 def parse_stack(row: dict[str, str] | object) -> str:

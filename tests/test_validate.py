@@ -479,6 +479,8 @@ def test_pytorch_native_trainers_get_their_own_stack() -> None:
     assert parse_stack({"software_stack": "torchtitan (FSDP2)"}) == "pytorch"
     assert parse_stack({"software_stack": "PyTorch"}) == "pytorch"
     assert parse_stack({"software_stack": "Megatron-DeepSpeed"}) == "megatron-legacy"
+    assert parse_stack({"zero_stage_or_fsdp": "FSDP2 full shard"}) == "pytorch"
+    assert parse_stack({"zero_stage_or_fsdp": "Megatron-FSDP (sharding group 8)"}) == "default"
     row = {**GOOD_ROW, "source": "pytorch/torchtitan benchmarks", "gpu_type": "H100 SXM"}
     case = row_to_case(0, row)
     assert isinstance(case, RunCase) and case.stack == "pytorch"
