@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -151,6 +151,14 @@ class BudgetSpec(Spec):
     law: LawChoice = LawChoice()
     phases: PhasesWanted = PhasesWanted()
     goodput: float = Field(default=0.9, gt=0, le=1, description="fraction of wall time training")
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        items = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, bool) for v in items):  # YAML 'true' would read as 1 GPU
+            raise ValueError("must be a positive GPU count, or a list of them (e.g. 8 or [8, 16])")
+        return value
 
     @field_validator("gpus")
     @classmethod

@@ -171,3 +171,10 @@ def test_options_that_would_be_ignored_or_misnamed(
         )
         assert reason in _one_error(code, err)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_boolean_is_not_a_gpu_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "b.yaml"
+    path.write_text(SMALL.replace("gpus: 8", "gpus: true"))
+    code, _, err = run_cli(["plan", str(path)], capsys)
+    assert "gpus" in _one_error(code, err)
