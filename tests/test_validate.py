@@ -525,3 +525,34 @@ def test_heldout_llm_foundry_table_parser(tmp_path: Path) -> None:
     assert case.cluster.gpu.name == "H100-SXM5-80GB" and case.stack == "pytorch"
     assert case.seq_length == 65536 and case.layout.recompute == "full"
     assert case.layout.zero_stage == 3 and case.measured == 1956
+
+
+def test_heldout_megatron_bridge_archive_section(tmp_path: Path) -> None:
+    """--archive: the 25.11 section's rows (one table per system) that the dev file leaves out."""
+    mb = bench_module("heldout_megatron_bridge")
+    head = (
+        "| Model | #-GPUs | Precision | GBS | MBS | Sequence Length | FSDP | TP | PP | CP | VP | EP "
+        "| GA | Tokens / sec / GPU | Model TFLOP / sec / GPU |\n|---|---|---|---|---|---|---|---|---|"
+        "---|---|---|---|---|---|\n"
+    )
+    text = (
+        "## 26.02 NeMo Container\n\n#### System: DGX-GB300\n\n" + head
+        + "| LLAMA3_8B | 8 | FP8-CS | 128 | 2 | 8192 | 0 | 1 | 1 | 1 | n/a | 1 | 8 | 1 | 1 |\n"
+        + "## 25.11 NeMo Container\n\n### Pre-Training Performance\n\n#### System: DGX-GB300\n\n"
+        + head
+        + "| LLAMA3_8B | 8 | FP8-CS (FP8-MX) | 128 | 2 | 8192 | 0 | 1 | 1 | 1 | n/a | 1 | 8 "
+        "| 37556 (36108) | 1933 (1858) |\n"
+        + "\n#### System: DGX-GB200\n\n" + head
+        + "| LLAMA3_8B | 8 | FP8-CS (FP8-MX) | 128 | 2 | 8192 | 0 | 1 | 1 | 1 | n/a | 1 | 8 "
+        "| 31508 (29789) | 1622 (1533) |\n"
+        + "\n## 25.09 NeMo Container\n"
+    )  # fmt: skip
+    rows = mb.parse_archive(text)
+    assert len(rows) == 2 and rows[0]["Tokens / sec / GPU"] == "37556"
+    kept, in_dev = mb.not_in_dev(rows)
+    assert in_dev == 1 and len(kept) == 1 and kept[0]["System"] == "DGX-GB300"
+    out = tmp_path / "rows.csv"
+    assert mb.convert(kept, "25.11", out) == []
+    cases, skipped = load_cases(out)
+    assert not skipped and cases[0].cluster.gpu.name == "GB300-NVL72"
+    assert cases[0].measured == 37556 and cases[0].layout.precision == "fp8"
