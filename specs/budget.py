@@ -84,6 +84,12 @@ class LawChoice(Spec):
     fit: str | None = Field(default=None, description="a FIT.json written by `scaleplan fit`")
     schedule_fit: str | None = Field(default=None, description="a loss-through-schedule fit")
 
+    @model_validator(mode="after")
+    def _check(self) -> LawChoice:
+        if not self.preset and not self.fit:
+            raise ValueError("give law.preset (chinchilla, epoch, kaplan, ...) or law.fit")
+        return self
+
 
 class AnnealPhase(Spec):
     fraction: float = Field(

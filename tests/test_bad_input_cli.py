@@ -72,6 +72,7 @@ def test_plan_file_follows_the_umask(tmp_path: Path, capsys: pytest.CaptureFixtu
         ("phases: {long_context: {target_length: 1024}}\n", "target_length"),
         ("law: {schedule_fit: missing.json}\n", "law.schedule_fit"),
         ("gpus: 16\n", "given twice"),
+        ("law: {preset: null}\n", "law.preset"),
     ],
 )
 def test_impossible_budgets_are_refused(
