@@ -105,12 +105,15 @@ def pooled_priors(
 
 
 def fallback_profile(name: str, pooled: Mapping[str, EfficiencyProfile]) -> EfficiencyProfile:
-    """The profile of a family without runs: its stack's pooled fit (or that of the stack it
-    falls back to, `STACK_FALLBACK`), else the documented priors."""
+    """The profile of a family without runs: its stack's pooled fit, else the documented priors.
+    Through `STACK_FALLBACK` (another stack's pooled fit) the family's own stack priors stay."""
     prior = prior_profile(name)
-    return _rebase(
-        prior, pooled.get(prior.stack) or pooled.get(STACK_FALLBACK.get(prior.stack, ""))
-    )
+    if prior.stack in pooled:
+        return _rebase(prior, pooled[prior.stack])
+    other = pooled.get(STACK_FALLBACK.get(prior.stack, ""))
+    if other is None:
+        return prior
+    return _rebase(prior, other).model_copy(update=STACK_PRIORS.get(prior.stack, {}))
 
 
 def derived_profile(name: str, fitted: EfficiencyProfile) -> EfficiencyProfile:

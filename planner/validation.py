@@ -46,6 +46,7 @@ from .validation_rows import (
     parse_recompute,
     parse_sharding,
     parse_stack,
+    parse_yes_no,
     read_rows,
     source_label,
 )
@@ -177,13 +178,9 @@ def _layout(
         # NeMo-Framework-Launcher launcher_scripts/conf/training/gpt3/5b.yaml.
         dist_opt = True
         assumptions.append("distributed optimizer (not stated; NeMo's distributed_fused_adam)")
-    sp_text = (row.get("sequence_parallel") or "").strip().lower()
-    if sp_text not in ("", "yes", "no", "true", "false", "1", "0", "on", "off"):
-        raise SpecError(
-            f"cannot read sequence_parallel={sp_text!r} (yes/no)", field="sequence_parallel"
-        )
-    sp = sp_text in ("yes", "true", "1", "on")
-    if not sp_text and tp > 1:
+    sp_stated = parse_yes_no(row.get("sequence_parallel") or "", "sequence_parallel")
+    sp = bool(sp_stated)
+    if sp_stated is None and tp > 1:
         # Megatron-core/NeMo recipes turn sequence parallelism on with TP; the 2021-2022 stack
         # predates it (Korthikanti et al. 2022 introduced it).
         sp = stack != "megatron-legacy"

@@ -57,8 +57,23 @@ def source_label(source: str) -> str:
     return text.split(" (")[0][:40] or "unknown"
 
 
-_NO = ("none", "no", "off", "false", "0", "disabled", "n/a", "-")
-_YES = ("yes", "true", "on", "1", "enabled")
+_NO = ("none", "no", "off", "false", "0", "disabled", "n/a", "-", "—", "–", "n")
+_YES = ("yes", "true", "on", "1", "enabled", "y", "✓")
+# what a table prints in a number column it does not state
+_UNSTATED = ("n/a", "na", "-", "—", "–", "?", "unknown", "not stated", "none", "tbd")
+
+
+def parse_yes_no(text: str, field: str) -> bool | None:
+    """A yes/no cell ('yes (SP)', 'enabled', 'n/a' ...): True, False, or None when empty."""
+    t = text.strip().lower()
+    if not t:
+        return None
+    head = re.split(r"[\s(,;]", t, maxsplit=1)[0]
+    if head in _YES:
+        return True
+    if head in _NO or t in _UNSTATED:
+        return False
+    raise SpecError(f"cannot read {field}={text.strip()!r} (yes/no)", field=field)
 
 
 def parse_recompute(text: str) -> tuple[str, float]:
@@ -120,7 +135,15 @@ def parse_sharding(text: str) -> tuple[int, bool]:
         return 3, False
     if re.search(r"distributed optimizer|distributed_fused_adam|dist-opt", t):
         return 0, True
-    if t.split(" (")[0] in _NO or re.match(r"(ddp|data parallel|plain dp|zero[-_ ]?0)\b", t):
+    if (
+        t.split(" (")[0] in _NO
+        or t in _UNSTATED
+        or re.search(
+            r"\bddp\b|distributeddataparallel|data[- _]parallel|\bdp\b|no[- ]shard|replicated|"
+            r"zero[-_ ]?0\b|\bnone\b",
+            t,
+        )
+    ):
         return 0, False
     raise SpecError(
         f"cannot read zero_stage_or_fsdp={text.strip()!r} (ZeRO-1/2/3, FSDP FULL_SHARD / "
@@ -243,7 +266,7 @@ def cell_float(row: Mapping[str, str], key: str) -> float | None:
     schema's MFU/HFU columns are in percent) and a leading '~' are read; any other text is an
     error naming the column, so a value is never dropped silently."""
     text = (row.get(key) or "").strip()
-    if not text:
+    if not text or text.lower() in _UNSTATED:
         return None
     clean = text.lstrip("~≈").rstrip("%").strip()
     if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?", clean):

@@ -87,17 +87,31 @@ def read_document(path: str | Path) -> Any:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last).
+    Merge keys (`<<: *anchor`) are flattened first, as SafeLoader does; keys a merge brings in
+    may be overridden, as YAML allows."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark
-                )
-            seen.add(key)
+        if isinstance(node, yaml.MappingNode):
+            own = sum(k.tag != "tag:yaml.org,2002:merge" for k, _ in node.value)
+            self.flatten_mapping(node)  # merged pairs come first, then the node's own
+            merged = len(node.value) - own
+            seen: set = set()
+            for i, (key_node, _) in enumerate(node.value):
+                if i < merged:
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "a key must be a plain value", key_node.start_mark
+                    ) from None
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice", key_node.start_mark
+                    )
+                seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 

@@ -179,3 +179,22 @@ def test_a_boolean_is_not_a_gpu_count(tmp_path: Path, capsys: pytest.CaptureFixt
     path.write_text(SMALL.replace("gpus: 8", "gpus: true"))
     code, _, err = run_cli(["plan", str(path)], capsys)
     assert "gpus" in _one_error(code, err)
+
+
+def test_yaml_merge_keys_work_and_odd_keys_are_one_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scaleplan.specs.loader import read_document
+
+    merged = tmp_path / "m.yaml"
+    merged.write_text("base: &b {a: 1, b: 2}\nx:\n  <<: *b\n  b: 3\n")
+    assert read_document(merged)["x"] == {"a": 1, "b": 3}
+    odd = tmp_path / "o.yaml"
+    odd.write_text(SMALL + "? [a, b]\n: 1\n")
+    code, _, err = run_cli(["plan", str(odd)], capsys)
+    assert "plain value" in _one_error(code, err)
+
+
+def test_bare_command_prints_help_and_succeeds(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli([], capsys)
+    assert code == 0 and "Usage:" in out and "error" not in err

@@ -122,6 +122,12 @@ def test_cli_fit_auto_tries_non_embedding_params(tmp_path, capsys) -> None:
     assert len(doc["selection"]["forms"]) == 6
     saved = json.loads(out_fit.read_text())
     assert saved["law"]["param_count"] == "non-embedding"
+    # the law's compute counts its own N: C = 6 N_non-embedding D
+    assert saved["points"]["flops"] == pytest.approx(list(6 * N_ne * D))
+    code, _, err = run_cli(
+        ["fit", str(path), "--method", "approach2", "--param-count", "non-embedding"], capsys
+    )
+    assert code == 2 and "--param-count" in err
     code, out, _ = run_cli(
         ["optimal", "--compute", "1e22", "--fit", str(out_fit), "--json"], capsys
     )

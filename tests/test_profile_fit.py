@@ -71,3 +71,15 @@ def test_hopper_pytorch_profile_is_derived_from_the_ampere_fit() -> None:
     # the shipped file was derived from the unrounded fit, then rounded to 4 figures
     assert h100.attention_eff == pytest.approx(derived.attention_eff, rel=1e-3)
     assert h100.gemm_half_flops == pytest.approx(derived.gemm_half_flops, rel=1e-3)
+
+
+def test_a_stack_without_its_own_pool_keeps_its_priors() -> None:
+    """H100/pytorch falling back to the default stack's pooled fit keeps the pytorch priors
+    (TP collectives in line) instead of taking the default stack's overlap."""
+    from scaleplan.planner.profile_fit import STACK_PRIORS
+    from scaleplan.specs.efficiency import shipped_profiles
+
+    pooled = {"default": shipped_profiles()["H100"]}
+    prof = fallback_profile("H100/pytorch", pooled)
+    assert prof.stack == "pytorch" and prof.tp_overlap == STACK_PRIORS["pytorch"]["tp_overlap"]
+    assert prof.gemm_max == pooled["default"].gemm_max

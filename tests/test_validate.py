@@ -26,6 +26,7 @@ from scaleplan.planner.validation_rows import (
     parse_recompute,
     parse_sharding,
     parse_stack,
+    parse_yes_no,
     source_label,
 )
 from scaleplan.specs.errors import SpecError
@@ -556,3 +557,26 @@ def test_heldout_megatron_bridge_archive_section(tmp_path: Path) -> None:
     cases, skipped = load_cases(out)
     assert not skipped and cases[0].cluster.gpu.name == "GB300-NVL72"
     assert cases[0].measured == 37556 and cases[0].layout.precision == "fp8"
+
+
+def test_unstated_and_plain_spellings_are_read() -> None:
+    """'N/A', dashes and plain-DDP spellings mean 'not stated' / 'no sharding', not a bad row."""
+    for cell in ("N/A", "-", "—", "?", "unknown", "none"):
+        assert cell_float({"cp": cell}, "cp") is None
+    for text in ("PyTorch DDP", "DP", "DistributedDataParallel", "data-parallel", "no sharding",
+                 "replicated", "—", "N/A", "ZeRO-0"):  # fmt: skip
+        assert parse_sharding(text) == (0, False), text
+    cases = {
+        "n/a": False, "-": False, "N": False, "disabled": False, "no": False,
+        "yes (SP)": True, "Y": True, "enabled": True, "yes (with TP)": True,
+    }  # fmt: skip
+    for text, want in cases.items():
+        case = row_to_case(0, {**GOOD_ROW, "sequence_parallel": text})
+        assert isinstance(case, RunCase), (text, getattr(case, "reason", ""))
+        assert case.layout.sequence_parallel is want, text
+    dash_first = row_to_case(
+        0, {**GOOD_ROW, "measured_step_time_s": "—", "measured_tokens_per_sec_per_gpu": "4000"}
+    )
+    assert isinstance(dash_first, RunCase) and dash_first.metric == "tokens_per_s_per_gpu"
+    with pytest.raises(SpecError, match="sequence_parallel"):
+        parse_yes_no("sometimes", "sequence_parallel")

@@ -165,6 +165,10 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+# click >= 8.2 raises this for a bare group invocation; older versions print the help themselves
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=argv, prog_name="scaleplan", standalone_mode=False)
@@ -173,6 +177,9 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except _NO_ARGS_IS_HELP as exc:  # bare `scaleplan`: the help, not an error
+        click.echo(exc.format_message())
+        sys.exit(0)
     except click.ClickException as exc:  # usage errors too: one line, not click's three
         where = ""
         ctx = getattr(exc, "ctx", None)

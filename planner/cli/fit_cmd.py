@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from scaleplan.planner.laws.forms import FLOPS_PER_PARAM_TOKEN
 from scaleplan.specs.errors import NotImplementedFeature, SpecError
 
 from .fit_view import doc_clean, print_fit, progress_bar
@@ -206,6 +207,14 @@ def fit(
         }
     param_count = param_count or "total"
     n_fit = runs.params(param_count)
+    # the law's compute counts the parameters its N counts (C = 6ND; Kaplan et al. 2020 eq. 2.1)
+    flops_fit = runs.flops if param_count == "total" else FLOPS_PER_PARAM_TOKEN * n_fit * runs.D
+    if param_count != "total" and method != "epoch":
+        raise NotImplementedFeature(
+            f"--method {method} groups runs by their FLOPs as the CSV counts them; fit it on "
+            "--param-count total",
+            field="--param-count",
+        )
     warnings: list[str] = []
     extra: dict = {}
     bootstrap = None
@@ -252,7 +261,7 @@ def fit(
     if ci_compute is not None:
         from scaleplan.planner.laws.uncertainty import extrapolation_warning
 
-        w = extrapolation_warning(float(runs.flops.max()), ci_compute)
+        w = extrapolation_warning(float(flops_fit.max()), ci_compute)
         if w:
             warnings.append(w)
     law = dataclasses.replace(law, param_count=param_count)  # type: ignore[type-var]
@@ -265,12 +274,12 @@ def fit(
     doc = fit_document(
         law,
         method=method,
-        points={**runs.points(), "N": n_fit.tolist()},
+        points={**runs.points(), "N": n_fit.tolist(), "flops": flops_fit.tolist()},
         objective=objective_info,
         bootstrap=bootstrap,
         extra={
             **extra,
-            "max_fitted_flops": float(runs.flops.max()),
+            "max_fitted_flops": float(flops_fit.max()),
             "seconds": seconds,
             "input": runs.source,
             **({"selection": selection} if selection else {}),
