@@ -280,7 +280,15 @@ def row_to_case(index: int, row: Mapping[str, str]) -> RunCase | SkippedRow:
             raise SpecError(
                 f"tp*pp*cp*dp={layout.num_gpus} differs from num_gpus={num_gpus}", field="dp"
             )
-        validate_layout(layout, model, num_gpus=num_gpus, seq_length=model.seq_length)
+        # measured runs of FSDP/ZeRO trainers may pipeline too (Llama 3, torchtitan, MegaScale)
+        validate_layout(
+            layout, model, num_gpus=num_gpus, seq_length=model.seq_length, engines=False
+        )
+        if layout.zero_stage >= 2 and layout.pp > 1:
+            assumptions.append(
+                f"ZeRO-{layout.zero_stage} with pp={layout.pp}: weights gathered per micro-batch "
+                "on each stage (FSDP+PP as torchtitan runs it; not compilable for the engines)"
+            )
         cluster = _cluster(row, num_gpus, stack, assumptions)
         if layout.precision == "bf16" and cluster.gpu.peak_tflops.bf16 is None:
             if (row.get("precision") or "").strip():

@@ -125,7 +125,9 @@ def parse_sharding(text: str) -> tuple[int, bool]:
     if stage:
         n = int(stage.group(1) or stage.group(2))
         return (0, True) if n == 1 else (n, False)
-    if re.search(r"shard_grad_op|grad[_ ]op", t):
+    # SHARD_GRAD_OP, or FSDP that keeps the gathered weights for the step (no reshard after the
+    # forward: reshard_after_forward=False), shards gradients and optimizer states only
+    if re.search(r"shard_grad_op|grad[_ ]op|no reshard|reshard_after_forward\s*=\s*false", t):
         return 2, False
     if "no_shard" in t or "fsdp=0" in head:
         return (0, True) if re.search(r"distributed optimizer|dist-opt", t) else (0, False)

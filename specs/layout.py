@@ -115,8 +115,12 @@ def layout_violations(
     vocab_size: int,
     ffn_hidden_size: int,
     num_gpus: Any = None,
+    engines: bool = True,
 ) -> list[tuple[str, Any, str]]:
     """Every divisibility and consistency rule, as (field, failing mask, reason).
+
+    `engines=False` drops the rules that only the engines scaleplan compiles for impose (ZeRO-2/3
+    with pipeline parallelism), for measured runs of other trainers (`scaleplan validate`).
 
     `lay` maps layout field names to ints or numpy int arrays; bools as 0/1. The mask is True
     where the rule is violated. `num_gpus=None` skips the world-size rule.
@@ -223,10 +227,11 @@ def layout_violations(
         ),
         (
             "zero_stage",
-            (zero >= 2) & (pp > 1),
-            "ZeRO-2/3 with pipeline parallelism is not modelled: the engines scaleplan compiles "
-            "for cannot run it (DeepSpeed's pipeline engine refuses ZeRO-2/3; Megatron's "
-            "distributed optimizer is ZeRO-1), though FSDP+PP trainers (torchtitan) can",
+            (zero >= 2) & (pp > 1) & engines,
+            "ZeRO-2/3 with pipeline parallelism cannot be compiled: the engines scaleplan "
+            "compiles for cannot run it (DeepSpeed's pipeline engine refuses ZeRO-2/3; "
+            "Megatron's distributed optimizer is ZeRO-1); `validate` still predicts measured "
+            "FSDP+PP runs (torchtitan, Llama 3)",
         ),
         (
             "distributed_optimizer",
@@ -268,8 +273,10 @@ def validate_layout(
     num_gpus: int | None = None,
     seq_length: int | None = None,
     field_prefix: str = "layout",
+    engines: bool = True,
 ) -> None:
-    """Raise a `SpecError` naming the first violated rule's field; return None when valid."""
+    """Raise a `SpecError` naming the first violated rule's field; return None when valid.
+    `engines=False`: see `layout_violations`."""
     rules = layout_violations(
         layout_as_dict(layout),
         num_layers=model.num_layers,
@@ -280,6 +287,7 @@ def validate_layout(
         vocab_size=model.vocab_size,
         ffn_hidden_size=model.ffn_hidden_size,
         num_gpus=num_gpus,
+        engines=engines,
     )
     for field, violated, reason in rules:
         if bool(violated):

@@ -247,7 +247,7 @@ def test_broken_layouts_give_clear_errors() -> None:
     assert err.value.field == "phases[0].layout.vp"
     ds = tiny_plan(pp=2, dp=2, zero_stage=1, phases=("pretrain",)).model_dump()
     ds["phases"][0]["layout"]["zero_stage"] = 3
-    with pytest.raises(SpecError, match="ZeRO-2/3 with pipeline parallelism is not modelled"):
+    with pytest.raises(SpecError, match="ZeRO-2/3 with pipeline parallelism cannot be compiled"):
         compile_plan(Plan.model_validate(ds), "deepspeed")
     with pytest.raises(NotImplementedFeature, match="no DPO objective"):
         compile_plan(tiny_plan(phases=("pretrain", "dpo")), "megatron-lm")
@@ -299,7 +299,7 @@ def test_cli_compile_writes_refuses_overwrite_and_prints_launch(
         (
             "deepspeed",
             {"pp": 2, "zero_stage": 3},
-            "ZeRO-2/3 with pipeline parallelism is not modelled",
+            "ZeRO-2/3 with pipeline parallelism cannot be compiled",
         ),
     ],
 )

@@ -580,3 +580,19 @@ def test_unstated_and_plain_spellings_are_read() -> None:
     assert isinstance(dash_first, RunCase) and dash_first.metric == "tokens_per_s_per_gpu"
     with pytest.raises(SpecError, match="sequence_parallel"):
         parse_yes_no("sometimes", "sequence_parallel")
+
+
+def test_measured_fsdp_with_pipeline_parallelism_is_predicted() -> None:
+    """FSDP/ZeRO runs may pipeline (Llama 3, torchtitan, MegaScale): validate predicts them (the
+    engines scaleplan compiles for cannot run that, so search and compile still refuse it)."""
+    from scaleplan.specs.errors import SpecError as Err
+    from scaleplan.specs.layout import validate_layout
+
+    assert parse_sharding("FSDP (shard optimizer+grads; no reshard after forward)") == (2, False)
+    row = {**GOOD_ROW, "tp": "2", "pp": "2", "dp": "16", "zero_stage_or_fsdp": "FSDP FULL_SHARD"}
+    case = row_to_case(0, row)
+    assert isinstance(case, RunCase), getattr(case, "reason", "")
+    assert case.layout.zero_stage == 3 and case.layout.pp == 2
+    assert any("not compilable" in a for a in case.assumptions)
+    with pytest.raises(Err, match="cannot be compiled"):
+        validate_layout(case.layout, case.model, num_gpus=64)
