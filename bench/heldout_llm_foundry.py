@@ -23,7 +23,7 @@ from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 
-from results_md import replace_section  # bench/ is on sys.path when run as a script
+from results_md import publish, table_rows  # bench/ is on sys.path when run as a script
 
 from scaleplan.planner.validation import load_cases
 from scaleplan.planner.validation_score import predict_cases, summarize
@@ -37,17 +37,7 @@ SHARDING = {"FULL_SHARD": "FSDP FULL_SHARD", "SHARD_GRAD_OP": "FSDP SHARD_GRAD_O
 
 def parse_readme(text: str) -> list[dict[str, str]]:
     """One dict per table row, with the table's column names and its '## ' section title."""
-    rows: list[dict[str, str]] = []
-    title, header = "", []
-    for line in text.splitlines():
-        if line.startswith("## "):
-            title, header = line[3:].strip(), []
-        elif line.lstrip().startswith("|") and not set(line.strip()) <= set("|-: "):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if not header:
-                header = cells
-            elif title:
-                rows.append({"table": title, **dict(zip(header, cells, strict=False))})
+    rows = [{"table": title, **row} for title, row in table_rows(text, r"## (.+)")]
     return [r for r in rows if r.get("Model") and r.get("GPU") in GPU]
 
 
@@ -179,11 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "  last, the one the efficiency curve's form implies.",
     ]
     section = "\n".join(lines).replace("{seconds}", f"{time.perf_counter() - t0:.0f}")
-    print(section)
-    if dropped:
-        print("not converted: " + "; ".join(dropped), file=sys.stderr)
-    if not args.no_write:
-        replace_section(HEADING, section)
+    publish(HEADING, section, not args.no_write, dropped)
     return 0
 
 

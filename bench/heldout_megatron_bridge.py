@@ -23,7 +23,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from results_md import replace_section  # bench/ is on sys.path when run as a script
+from results_md import publish, table_rows  # bench/ is on sys.path when run as a script
 
 from scaleplan.planner.profile_fit import calibrate_from_shipped
 from scaleplan.planner.validation import load_cases
@@ -46,18 +46,7 @@ def parse_summary(text: str) -> tuple[str, list[dict[str, str]]]:
     per table row with the table's column names and the model from the section heading."""
     container = (re.search(r"^## ([\d.]+) NeMo Container", text, re.M) or [None, "?"])[1]
     section = text.split("## Archive")[0]
-    rows: list[dict[str, str]] = []
-    model = ""
-    header: list[str] = []
-    for line in section.splitlines():
-        if m := re.match(r"#### Model: (.+)", line):
-            model, header = m.group(1).strip(), []
-        elif line.startswith("|") and not set(line) <= set("|-: "):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not header:
-                header = cells
-            elif model:
-                rows.append({"model": model, **dict(zip(header, cells, strict=False))})
+    rows = [{"model": model, **row} for model, row in table_rows(section, r"#### Model: (.+)")]
     return container, rows
 
 
@@ -68,18 +57,9 @@ def parse_archive(text: str, container: str = "25.11") -> list[dict[str, str]]:
     section = text.split(f"## {container} NeMo Container", 1)[-1].split("\n## ", 1)[0]
     section = section.split("### SFT", 1)[0].split("### LoRA", 1)[0]
     rows: list[dict[str, str]] = []
-    system, header = "", []
-    for line in section.splitlines():
-        if m := re.match(r"#### System: (.+)", line):
-            system, header = m.group(1).strip(), []
-        elif line.startswith("|") and not set(line) <= set("|-: "):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not header:
-                header = cells
-            elif system:
-                row = dict(zip(header, cells, strict=False))
-                row["Tokens / sec / GPU"] = row.get("Tokens / sec / GPU", "").split("(")[0].strip()
-                rows.append({"model": row.pop("Model", ""), "System": system, **row})
+    for system, row in table_rows(section, r"#### System: (.+)"):
+        row["Tokens / sec / GPU"] = row.get("Tokens / sec / GPU", "").split("(")[0].strip()
+        rows.append({"model": row.pop("Model", ""), "System": system, **row})
     return rows
 
 
@@ -235,11 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.archive is not None:
         lines += archive_lines(args.archive)
     section = "\n".join(lines).replace("{seconds}", f"{time.perf_counter() - t0:.0f}")
-    print(section)
-    if dropped:
-        print("not converted: " + "; ".join(dropped), file=sys.stderr)
-    if not args.no_write:
-        replace_section(HEADING, section)
+    publish(HEADING, section, not args.no_write, dropped)
     return 0
 
 

@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from results_md import replace_section  # bench/ is on sys.path when run as a script
+from results_md import publish  # bench/ is on sys.path when run as a script
 
 from scaleplan.planner.profile_fit import calibrate_from_shipped, fit_profiles
 from scaleplan.planner.validation import RunCase, load_cases
@@ -182,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines.append(NOTES.rstrip())
     section = "\n".join(lines).replace("{seconds}", f"{time.perf_counter() - t0:.0f}")
-    print(section)
-    if not args.no_write:
-        replace_section(HEADING, section)
+    publish(HEADING, section, not args.no_write)
     return 0
 
 

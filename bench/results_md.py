@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -18,3 +21,30 @@ def replace_section(heading: str, section: str, path: Path = RESULTS) -> None:
         rest = "\n\n" + text[nxt + 1 :] if nxt != -1 else "\n"
         text = text[:start] + section.rstrip("\n") + rest  # one blank line between sections
     path.write_text(text)
+
+
+def publish(heading: str, section: str, write: bool, dropped: Sequence[str] = ()) -> None:
+    """Print a section (and what was not converted, on stderr); write it into RESULTS.md."""
+    print(section)
+    if dropped:
+        print("not converted: " + "; ".join(dropped), file=sys.stderr)
+    if write:
+        replace_section(heading, section)
+
+
+def table_rows(text: str, heading: str) -> list[tuple[str, dict[str, str]]]:
+    """(title, row) for every data row of the Markdown tables in `text`, each under the last
+    line matching the regex `heading` (its first group is the title); rows before any such
+    heading are skipped."""
+    out: list[tuple[str, dict[str, str]]] = []
+    title, header = "", []
+    for line in text.splitlines():
+        if m := re.match(heading, line):
+            title, header = m.group(1).strip(), []
+        elif line.lstrip().startswith("|") and not set(line.strip()) <= set("|-: "):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not header:
+                header = cells
+            elif title:
+                out.append((title, dict(zip(header, cells, strict=False))))
+    return out

@@ -10,13 +10,13 @@ sequence length come from the run's `start` record (or from `--plan` when given)
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scaleplan.specs.errors import SpecError
+from scaleplan.specs.files import is_positive_finite
 from scaleplan.specs.hardware import ClusterSpec
 from scaleplan.specs.layout import LayoutSpec, validate_layout
 from scaleplan.specs.loader import load_spec, validate
@@ -37,15 +37,6 @@ class Measurement:
     seq_length: int
     step_time_s: float
     steps: int
-
-
-def _positive_seconds(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
 
 
 def read_measurement(path: Path, plan: Plan | None) -> Measurement:
@@ -89,7 +80,7 @@ def read_measurement(path: Path, plan: Plan | None) -> Measurement:
                     source=src,
                 )
             value = rec["step_time_s"]
-            if not _positive_seconds(value):
+            if not is_positive_finite(value):
                 raise SpecError(
                     f"line {n}: must be a positive, finite number of seconds (got {value!r})",
                     field="step_time_s",

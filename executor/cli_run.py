@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import click
 import yaml
 
 from scaleplan.specs.errors import SpecError
+from scaleplan.specs.files import prepare_output
 
 
 @click.command("run")
@@ -71,19 +71,6 @@ def run_cmd(
     Console().print(table)
 
 
-def _check_out(path: Path) -> None:
-    """calibrate --out: its folder is created when missing; a path the OS refuses is one error."""
-    if path.is_dir():
-        raise SpecError(f"{path} is a folder; give a file name", field="--out")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SpecError(f"cannot create {folder}: {err.strerror or err}", field="--out") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise SpecError(f"{folder} is not writable", field="--out")
-
-
 @click.command("calibrate")
 @click.argument("metrics", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option(
@@ -114,7 +101,7 @@ def calibrate_cmd(
     from scaleplan.executor.calibrate import compare_and_fit
 
     if out:
-        _check_out(Path(out))  # before any reading or fitting
+        prepare_output(out, "--out")  # before any reading or fitting
     result = compare_and_fit(
         [Path(m) for m in metrics], Path(plan_path) if plan_path else None, allow_device_mismatch
     )

@@ -80,12 +80,6 @@ def _moe(budget: BudgetSpec) -> MoEBudget | None:
     return (budget.moe or MoEBudget()) if budget.architecture == "moe" else None
 
 
-def _counted_params(model: ModelSpec, law: Law) -> float:
-    """N as the law counts it: total parameters (for MoE the active ones, compute per token), or
-    without the embeddings and an untied LM head for a law on non-embedding N (Kaplan's)."""
-    return float(counted_params(model, law.param_count))
-
-
 def law_allocation(budget: BudgetSpec, law: Law, compute: float) -> tuple[float, float, float]:
     """(N, D, epochs) the law picks for `compute` (C = 6ND) under the budget's target and cap."""
     cap = budget.data.max_unique_tokens
@@ -217,11 +211,11 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
         tps = result.step["tokens_per_s_per_gpu"]
         tokens_time = train_s * num_gpus * tps
         mfu = result.step["mfu"]
-        compute = FLOPS_PER_PARAM_TOKEN * _counted_params(model, law) * tokens_time
+        compute = FLOPS_PER_PARAM_TOKEN * counted_params(model, law.param_count) * tokens_time
         record = {
             "iteration": k,
             "n_law": n_law,
-            "n_model": _counted_params(model, law),
+            "n_model": counted_params(model, law.param_count),
             "layers": model.num_layers,
             "hidden": model.hidden_size,
             "layout": result.best.model_dump(mode="json", exclude_defaults=True),
@@ -234,7 +228,7 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
         }
         iterations.append(record)
         progress(
-            f"iteration {k}: N={_counted_params(model, law) / 1e9:.3g}B, MFU {mfu:.1%}, "
+            f"iteration {k}: N={counted_params(model, law.param_count) / 1e9:.3g}B, MFU {mfu:.1%}, "
             f"{tokens_time / 1e9:.4g}B tokens fit the time"
         )
         state = {
@@ -254,7 +248,7 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
         post = _post_training(ctx, result.best.global_batch * seq, counters)
         train_s = _train_seconds(budget, cluster, post)
         state["tokens_time"] = train_s * num_gpus * result.step["tokens_per_s_per_gpu"]
-    n = _counted_params(model, law)
+    n = counted_params(model, law.param_count)
     _check_data_cap(
         budget, law, state["compute"], n, min(state["tokens_time"], _max_tokens(budget))
     )

@@ -3,7 +3,6 @@ interconnect) and each source's FLOP convention, as shared/data/README.md docume
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Mapping
@@ -13,6 +12,7 @@ from scaleplan.costmodels import flops
 from scaleplan.costmodels.stage_layers import split_code
 from scaleplan.specs.efficiency import STACKS
 from scaleplan.specs.errors import SpecError
+from scaleplan.specs.files import read_csv
 from scaleplan.specs.layout import LayoutSpec
 from scaleplan.specs.model import ModelSpec
 
@@ -244,23 +244,18 @@ MEASURED_COLUMNS = tuple(column for _, column in MEASURED)
 def read_rows(path: str | Path) -> list[dict[str, str]]:
     """The rows of a published-runs CSV (a spreadsheet's byte-order mark and stray spaces in
     the header are fine). The architecture columns may be absent when rows name catalog models."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [(name or "").strip() for name in reader.fieldnames or []]
-            missing = sorted({"source", "gpu_type", "num_gpus"} - set(header))
-            if not missing and not set(MEASURED_COLUMNS) & set(header):
-                missing = [" or ".join(MEASURED_COLUMNS)]
-            if missing:
-                raise SpecError(
-                    f"not a published-runs CSV: missing columns {missing}",
-                    field="columns",
-                    source=str(path),
-                )
-            raw = reader.fieldnames or []
-            return [{h: (r.get(k) or "") for h, k in zip(header, raw, strict=True)} for r in reader]
-    except UnicodeDecodeError:
-        raise SpecError("not UTF-8 text", source=str(path)) from None
+    raw, rows = read_csv(path)
+    header = [(name or "").strip() for name in raw]
+    missing = sorted({"source", "gpu_type", "num_gpus"} - set(header))
+    if not missing and not set(MEASURED_COLUMNS) & set(header):
+        missing = [" or ".join(MEASURED_COLUMNS)]
+    if missing:
+        raise SpecError(
+            f"not a published-runs CSV: missing columns {missing}",
+            field="columns",
+            source=str(path),
+        )
+    return [{h: (r.get(k) or "") for h, k in zip(header, raw, strict=True)} for r in rows]
 
 
 def cell_float(row: Mapping[str, str], key: str) -> float | None:

@@ -60,3 +60,15 @@ def bench_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def assert_one_error(code: int, err: str, *needles: str) -> str:
+    """A refused input: exit 2, no traceback, exactly one `error: ...` line containing every
+    needle; returns that line."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in err, err
+    return lines[0]

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import assert_one_error, run_cli
 
 SMALL = "name: tiny\ngpu: H100\ngpus: 8\nhours: 2\ndata: {seq_length: 2048, vocab_size: 32000}\n"
 BUILTIN_CSV = Path(__file__).resolve().parents[1] / "specs" / "data" / "published_runs_dev.csv"
@@ -20,21 +20,13 @@ def _budget(tmp_path: Path, extra: str = "", name: str = "b.yaml") -> Path:
     return path
 
 
-def _one_error(code: int, err: str) -> str:
-    assert code == 2
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
 def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["simulate", "--zero", "4"], capsys)
-    assert "--zero" in _one_error(code, err)
+    assert "--zero" in assert_one_error(code, err)
     code, _, err = run_cli(["catalog", "tpus"], capsys)
-    assert "tpus" in _one_error(code, err)
+    assert "tpus" in assert_one_error(code, err)
     code, _, err = run_cli(["--no-such-option"], capsys)
-    assert "--no-such-option" in _one_error(code, err)
+    assert "--no-such-option" in assert_one_error(code, err)
 
 
 def test_an_unwritable_out_leaves_no_report_behind(
@@ -47,10 +39,10 @@ def test_an_unwritable_out_leaves_no_report_behind(
         ["plan", str(_budget(tmp_path)), "--report", str(report), "--out", str(blocker / "p.json")],
         capsys,
     )
-    assert "--out" in _one_error(code, err)
+    assert "--out" in assert_one_error(code, err)
     assert not report.exists()
     code, _, err = run_cli(["plan", str(_budget(tmp_path)), "--report", str(blocker / "r")], capsys)
-    assert "--report" in _one_error(code, err)
+    assert "--report" in assert_one_error(code, err)
 
 
 def test_plan_file_follows_the_umask(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,14 +71,14 @@ def test_impossible_budgets_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, field: str
 ) -> None:
     code, _, err = run_cli(["plan", str(_budget(tmp_path, extra))], capsys)
-    assert field in _one_error(code, err)
+    assert field in assert_one_error(code, err)
 
 
 def test_infinite_hours_name_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "b.yaml"
     path.write_text(SMALL.replace("hours: 2", "hours: .inf"))
     code, _, err = run_cli(["plan", str(path)], capsys)
-    assert "hours" in _one_error(code, err) and "finite" in err
+    assert "hours" in assert_one_error(code, err) and "finite" in err
 
 
 def test_simulate_refuses_nan_tokens_and_absurd_gpu_counts(
@@ -94,9 +86,9 @@ def test_simulate_refuses_nan_tokens_and_absurd_gpu_counts(
 ) -> None:
     base = ["simulate", "--model", "llama3-8b", "--gpu", "h100", "--global-batch", "64"]
     code, _, err = run_cli([*base, "--gpus", "8", "--tokens", "nan"], capsys)
-    assert "--tokens" in _one_error(code, err)
+    assert "--tokens" in assert_one_error(code, err)
     code, _, err = run_cli([*base, "--gpus", "100000000000", "--tp", "8"], capsys)
-    assert "gpus" in _one_error(code, err)
+    assert "gpus" in assert_one_error(code, err)
 
 
 def _rows(tmp_path: Path, **changes: str) -> Path:
@@ -141,36 +133,36 @@ def test_validate_options_that_match_nothing(
 ) -> None:
     runs = str(_rows(tmp_path))
     code, _, err = run_cli(["validate", "--runs", runs, "--source", "zzz"], capsys)
-    assert "--source" in _one_error(code, err)
+    assert "--source" in assert_one_error(code, err)
     code, _, err = run_cli(["validate", "--runs", runs, "--assume", "micro_batch=abc"], capsys)
-    assert "micro_batch" in _one_error(code, err)
+    assert "micro_batch" in assert_one_error(code, err)
     header = tmp_path / "header.csv"
     header.write_text(BUILTIN_CSV.read_text().splitlines()[0] + "\n")
     code, _, err = run_cli(["validate", "--runs", str(header)], capsys)
-    assert "no data rows" in _one_error(code, err)
+    assert "no data rows" in assert_one_error(code, err)
 
 
 def test_options_that_would_be_ignored_or_misnamed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = run_cli(["optimal", "--compute", "1e22", "--max-tokens", "-5"], capsys)
-    assert "--max-tokens" in _one_error(code, err)
+    assert "--max-tokens" in assert_one_error(code, err)
     code, _, err = run_cli(
         ["simulate", "--model", "llama3-8b", "--gpu", "h100", "--gpus", "8",
          "--global-batch", "64", "--tp", "2", "--etp", "1"],
         capsys,
     )  # fmt: skip
-    assert "etp" in _one_error(code, err)
+    assert "etp" in assert_one_error(code, err)
     extra = "target: {kind: compute-optimal, params: 1.0e9}\n"
     code, _, err = run_cli(["plan", str(_budget(tmp_path, extra))], capsys)
-    assert "fixed-size" in _one_error(code, err)
+    assert "fixed-size" in assert_one_error(code, err)
     plan_file = tmp_path / "plan.json"
     assert run_cli(["plan", str(_budget(tmp_path)), "--out", str(plan_file)], capsys)[0] == 0
     for phases, reason in ((",", "no phase named"), ("pretrain,pretrain", "named twice")):
         code, _, err = run_cli(
             ["compile", str(plan_file), "--out", str(tmp_path / "c"), "--phases", phases], capsys
         )
-        assert reason in _one_error(code, err)
+        assert reason in assert_one_error(code, err)
     assert not (tmp_path / "c").exists()
 
 
@@ -178,10 +170,10 @@ def test_a_boolean_is_not_a_gpu_count(tmp_path: Path, capsys: pytest.CaptureFixt
     path = tmp_path / "b.yaml"
     path.write_text(SMALL.replace("gpus: 8", "gpus: true"))
     code, _, err = run_cli(["plan", str(path)], capsys)
-    assert "gpus" in _one_error(code, err)
+    assert "gpus" in assert_one_error(code, err)
 
 
-def test_yaml_merge_keys_work_and_odd_keys_are_one_error(
+def test_yaml_merge_keys_work_and_odd_keys_areassert_one_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from scaleplan.specs.loader import read_document
@@ -192,7 +184,7 @@ def test_yaml_merge_keys_work_and_odd_keys_are_one_error(
     odd = tmp_path / "o.yaml"
     odd.write_text(SMALL + "? [a, b]\n: 1\n")
     code, _, err = run_cli(["plan", str(odd)], capsys)
-    assert "plain value" in _one_error(code, err)
+    assert "plain value" in assert_one_error(code, err)
 
 
 def test_bare_command_prints_help_and_succeeds(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import assert_one_error, run_cli
 from factories import tiny_plan
 
 PLAN = tiny_plan(phases=("pretrain",))
@@ -39,14 +39,6 @@ def _metrics(tmp_path: Path, start: dict | None = None, steps=None, extra=()) ->
     return str(path)
 
 
-def _one_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
-
-
 def _calibrate(path: str, capsys, *more: str) -> tuple[int, str, str]:
     return run_cli(["calibrate", path, "--allow-device-mismatch", "--json", *more], capsys)
 
@@ -64,7 +56,7 @@ def test_calibrate_accepts_a_trailing_blank_line(tmp_path, capsys) -> None:
 def test_calibrate_line_that_is_not_an_object(tmp_path, capsys, line) -> None:
     path = _metrics(tmp_path, extra=[line])
     code, _, err = _calibrate(path, capsys)
-    _one_error(code, err, path, "line 12", "object")
+    assert_one_error(code, err, path, "line 12", "object")
 
 
 @pytest.mark.parametrize(
@@ -83,7 +75,7 @@ def test_calibrate_bad_step_time(tmp_path, capsys, step, needles) -> None:
     steps[3] = step
     path = _metrics(tmp_path, steps=steps)
     code, _, err = _calibrate(path, capsys)
-    _one_error(code, err, path, "line 5", "step_time_s", *needles)
+    assert_one_error(code, err, path, "line 5", "step_time_s", *needles)
 
 
 @pytest.mark.parametrize(
@@ -99,14 +91,14 @@ def test_calibrate_bad_step_time(tmp_path, capsys, step, needles) -> None:
 def test_calibrate_bad_start_record(tmp_path, capsys, changes, needles) -> None:
     path = _metrics(tmp_path, start=_start(**changes))
     code, _, err = _calibrate(path, capsys)
-    _one_error(code, err, path, "line 1", *needles)
+    assert_one_error(code, err, path, "line 1", *needles)
 
 
 def test_calibrate_binary_file(tmp_path, capsys) -> None:
     path = tmp_path / "m.jsonl"
     path.write_bytes(b'{"event": "start"}\n\xff\xfe\x00\x81\n')
     code, _, err = _calibrate(str(path), capsys)
-    _one_error(code, err, str(path), "not UTF-8")
+    assert_one_error(code, err, str(path), "not UTF-8")
 
 
 def test_calibrate_phase_missing_from_plan(tmp_path, capsys) -> None:
@@ -114,12 +106,12 @@ def test_calibrate_phase_missing_from_plan(tmp_path, capsys) -> None:
     plan.write_text(PLAN.model_dump_json())
     path = _metrics(tmp_path, start=_start(phase="sft"))
     code, _, err = _calibrate(path, capsys, "--plan", str(plan))
-    _one_error(code, err, path, "'sft'", "pretrain", "phase")
+    assert_one_error(code, err, path, "'sft'", "pretrain", "phase")
 
 
 def test_calibrate_bad_out_is_refused_before_fitting(tmp_path, capsys) -> None:
     code, _, err = _calibrate(_metrics(tmp_path), capsys, "--out", "/proc/x/profile.yaml")
-    _one_error(code, err, "--out", "/proc/x")
+    assert_one_error(code, err, "--out", "/proc/x")
 
 
 # --- status RUN_DIR/slurm_jobs.json ---------------------------------------------------------
@@ -142,4 +134,4 @@ def test_status_bad_jobs_file(tmp_path, capsys, content, needles) -> None:
     jobs = tmp_path / "slurm_jobs.json"
     jobs.write_bytes(content)
     code, _, err = run_cli(["status", str(tmp_path)], capsys)
-    _one_error(code, err, str(jobs), *needles)
+    assert_one_error(code, err, str(jobs), *needles)

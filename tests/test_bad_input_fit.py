@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import assert_one_error, run_cli
 
 from scaleplan.planner.laws import ChinchillaLaw, law_from_dict
 from scaleplan.planner.laws.io import fit_document, write_fit
@@ -36,14 +36,6 @@ def _curves_csv(path, last_step: str = "300") -> str:
     return str(path)
 
 
-def _one_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
-
-
 # --- fit: output paths, checked before fitting ------------------------------------------------
 
 
@@ -60,13 +52,13 @@ def test_fit_output_folder_that_cannot_be_created(tmp_path, capsys, option) -> N
     code, _, err = run_cli(
         ["fit", _runs_csv(tmp_path / "r.csv"), option, f"/proc/x/{name}"], capsys
     )
-    _one_error(code, err, option, "/proc/x")
+    assert_one_error(code, err, option, "/proc/x")
 
 
 def test_fit_plot_suffix_matplotlib_cannot_write(tmp_path, capsys) -> None:
     plot = tmp_path / "p.xyz"
     code, _, err = run_cli(["fit", _runs_csv(tmp_path / "r.csv"), "--plot", str(plot)], capsys)
-    _one_error(code, err, "--plot", ".xyz", "png", "svg")
+    assert_one_error(code, err, "--plot", ".xyz", "png", "svg")
     assert not plot.exists()
 
 
@@ -74,9 +66,9 @@ def test_fit_bad_plot_writes_no_out(tmp_path, capsys) -> None:
     out = tmp_path / "f.json"
     args = ["fit", _runs_csv(tmp_path / "r.csv"), "--out", str(out)]
     code, _, err = run_cli([*args, "--plot", "/proc/x/p.png"], capsys)
-    _one_error(code, err, "--plot")
+    assert_one_error(code, err, "--plot")
     code, _, err = run_cli([*args, "--plot", str(tmp_path / "p.xyz")], capsys)
-    _one_error(code, err, "--plot")
+    assert_one_error(code, err, "--plot")
     assert not out.exists()
 
 
@@ -86,7 +78,7 @@ def test_fit_mpl_bad_plot_writes_no_out(tmp_path, capsys) -> None:
     code, _, err = run_cli(
         ["fit", curves, "--law", "mpl", "--out", str(out), "--plot", "/proc/x/p.png"], capsys
     )
-    _one_error(code, err, "--plot")
+    assert_one_error(code, err, "--plot")
     assert not out.exists()
 
 
@@ -98,26 +90,26 @@ def test_fit_non_utf8_csv(tmp_path, capsys, law) -> None:
     path = tmp_path / "bin.csv"
     path.write_bytes(b"run,step,lr,loss,params,tokens\n\xff\xfe\x00\x81,1,2,3\n")
     code, _, err = run_cli(["fit", str(path), "--law", law], capsys)
-    _one_error(code, err, str(path), "not UTF-8")
+    assert_one_error(code, err, str(path), "not UTF-8")
 
 
 def test_fit_mpl_refuses_absurd_step_counts(tmp_path, capsys) -> None:
     curves = _curves_csv(tmp_path / "c.csv", last_step="1e10")
     code, _, err = run_cli(["fit", curves, "--law", "mpl"], capsys)
-    _one_error(code, err, curves, "step", "row 5")
+    assert_one_error(code, err, curves, "step", "row 5")
 
 
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
 def test_fit_ci_compute_must_be_positive_and_finite(tmp_path, capsys, value) -> None:
     runs = _runs_csv(tmp_path / "r.csv")
     code, _, err = run_cli(["fit", runs, "--bootstrap", "2", "--ci-compute", value], capsys)
-    _one_error(code, err, "--ci-compute", "positive")
+    assert_one_error(code, err, "--ci-compute", "positive")
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])
 def test_fit_delta_names_the_option(tmp_path, capsys, value) -> None:
     code, _, err = run_cli(["fit", _runs_csv(tmp_path / "r.csv"), "--delta", value], capsys)
-    _one_error(code, err, "--delta")
+    assert_one_error(code, err, "--delta")
 
 
 # --- optimal --fit with an edited FIT.json ----------------------------------------------------
@@ -173,7 +165,7 @@ def _set(path: tuple[str, ...], value):
 def test_optimal_refuses_an_edited_fit(tmp_path, capsys, edit, needles) -> None:
     fit = _fit_json(tmp_path, edit)
     code, _, err = run_cli(["optimal", "--compute", "1e23", "--fit", fit, "--json"], capsys)
-    _one_error(code, err, fit, *needles)
+    assert_one_error(code, err, fit, *needles)
 
 
 def test_optimal_accepts_zero_irreducible_loss(tmp_path, capsys) -> None:

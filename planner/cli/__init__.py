@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from scaleplan.specs.errors import SpecError
+from scaleplan.specs.files import is_positive_finite
 
 # command name -> (module, attribute, one-line help). Listed only if the module exists.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -130,33 +129,12 @@ class PositiveFinite(click.ParamType):
             number = float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number", param, ctx)
-        if not (number > 0 and number != float("inf")):
+        if not is_positive_finite(number):
             self.fail(f"must be positive and finite (got {value!r})", param, ctx)
         return number
 
 
 POSITIVE_FINITE = PositiveFinite()
-
-
-def prepare_output(path: str | Path, field: str, folder: bool = False) -> Path:
-    """Make sure an output path can be written before any work is done (so a bad --out never
-    leaves other outputs behind): its folder (or, with `folder`, itself) is created if missing;
-    a path the OS refuses is one error naming the option."""
-    p = Path(path)
-    target = p if folder else (p.parent if str(p.parent) else Path("."))
-    if folder and p.exists() and not p.is_dir():
-        raise SpecError(f"{p} exists and is not a folder", field=field)
-    if not folder and p.is_dir():
-        raise SpecError(f"{p} is a folder; give a file name", field=field)
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SpecError(f"cannot create {target}: {exc.strerror or exc}", field=field) from None
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise SpecError(f"{target} is not writable", field=field)
-    if not folder and p.exists() and not os.access(p, os.W_OK):
-        raise SpecError(f"{p} is not writable", field=field)
-    return p
 
 
 def fail(message: str) -> None:

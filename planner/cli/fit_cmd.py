@@ -10,8 +10,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from scaleplan.planner.cli import POSITIVE_FINITE
 from scaleplan.planner.laws.forms import FLOPS_PER_PARAM_TOKEN
 from scaleplan.specs.errors import NotImplementedFeature, SpecError
+from scaleplan.specs.files import prepare_output
 
 from .fit_view import doc_clean, print_fit, progress_bar
 
@@ -38,16 +40,9 @@ def _check_plot_suffix(plot: str | None) -> None:
 
 def _prepare_outputs(out: str | None, plot: str | None) -> None:
     """Create the folders of --out and --plot (or refuse them) before any fitting or writing."""
-    from scaleplan.planner.cli import prepare_output
-
     for path, field in ((out, "--out"), (plot, "--plot")):
         if path:
             prepare_output(path, field)
-
-
-def _check_positive(value: float | None, field: str) -> None:
-    if value is not None and not (np.isfinite(value) and value > 0):
-        raise SpecError(f"must be positive and finite (got {value!r})", field=field)
 
 
 @click.command("fit")
@@ -88,7 +83,7 @@ def _check_positive(value: float | None, field: str) -> None:
 )
 @click.option(
     "--delta",
-    type=float,
+    type=POSITIVE_FINITE,
     default=1e-3,
     show_default=True,
     help="Huber delta on the log-loss residual.",
@@ -102,7 +97,7 @@ def _check_positive(value: float | None, field: str) -> None:
 )
 @click.option(
     "--ci-compute",
-    type=float,
+    type=POSITIVE_FINITE,
     default=None,
     help="Also give bootstrap CIs of N_opt, D_opt at this compute (FLOPs).",
 )
@@ -148,8 +143,6 @@ def fit(
     from scaleplan.planner.laws import runs_csv as rc
     from scaleplan.planner.laws.io import fit_document, write_fit
 
-    _check_positive(delta, "--delta")
-    _check_positive(ci_compute, "--ci-compute")
     _check_plot_suffix(plot)
     if form == "mpl":
         return _fit_mpl(runs_csv, rc.parse_column_map(columns), as_json, plot, out)

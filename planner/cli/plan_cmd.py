@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from scaleplan.planner.cli import prepare_output
 from scaleplan.specs.errors import SpecError
+from scaleplan.specs.files import prepare_output
 
 
 def plan_json(plan: Any) -> dict[str, Any]:
@@ -64,37 +64,24 @@ def _beside_budget(name: str, budget_path: Path, field: str, what: str, hint: st
     )
 
 
-def _resolve_fit(budget: Any, budget_path: Path) -> Any:
-    """A relative `law.fit` is read next to the budget file (as a user writes it), unless it
-    exists relative to the working directory."""
-    fit = budget.law.fit
-    if not fit:
-        return budget
-    path = _beside_budget(
-        fit,
-        budget_path,
-        "law.fit",
-        "fit",
-        "run `scaleplan fit ... --out FIT.json` or use law.preset",
-    )
-    law = budget.law.model_copy(update={"fit": str(path)})
-    return budget.model_copy(update={"law": law})
+# law files a budget names: (field of LawChoice, what it is, how to make one)
+LAW_FILES = (
+    ("fit", "fit", "run `scaleplan fit ... --out FIT.json` or use law.preset"),
+    ("schedule_fit", "schedule fit", "run `scaleplan fit CURVES.csv --law mpl --out FIT.json`"),
+)
 
 
-def _resolve_schedule_fit(budget: Any, budget_path: Path) -> Any:
-    """`law.schedule_fit` (a `scaleplan fit --law mpl --out` file) is found the same way."""
-    name = budget.law.schedule_fit
-    if not name:
+def _resolve_law_files(budget: Any, budget_path: Path) -> Any:
+    """A relative `law.fit` or `law.schedule_fit` is read next to the budget file (as a user
+    writes it), unless it exists relative to the working directory."""
+    found = {
+        key: str(_beside_budget(name, budget_path, f"law.{key}", what, hint))
+        for key, what, hint in LAW_FILES
+        if (name := getattr(budget.law, key))
+    }
+    if not found:
         return budget
-    path = _beside_budget(
-        name,
-        budget_path,
-        "law.schedule_fit",
-        "schedule fit",
-        "run `scaleplan fit CURVES.csv --law mpl --out FIT.json`",
-    )
-    law = budget.law.model_copy(update={"schedule_fit": str(path)})
-    return budget.model_copy(update={"law": law})
+    return budget.model_copy(update={"law": budget.law.model_copy(update=found)})
 
 
 def _resolve_profile(budget: Any, budget_path: Path) -> Any:
@@ -152,9 +139,8 @@ def plan(budget_file: str, out: str | None, as_json: bool, report_dir: str | Non
                 "(scaleplan.planner.report.write_report is missing); drop --report",
                 field="--report",
             )
-    budget = _resolve_fit(load_spec(BudgetSpec, budget_file), Path(budget_file))
+    budget = _resolve_law_files(load_spec(BudgetSpec, budget_file), Path(budget_file))
     budget = _resolve_profile(budget, Path(budget_file))
-    budget = _resolve_schedule_fit(budget, Path(budget_file))
     if out is not None:  # both outputs writable before any is written
         prepare_output(out, "--out")
     if report_dir is not None:

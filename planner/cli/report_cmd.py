@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from scaleplan.planner.cli import prepare_output
 from scaleplan.specs.errors import SpecError
+from scaleplan.specs.files import prepare_output
 
 
 @click.command("report")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from scaleplan.specs.errors import SpecError
+from scaleplan.specs.files import is_positive_finite
 
 from .forms import Law, law_from_dict
 
@@ -81,7 +82,7 @@ def read_fit(path: str | Path) -> dict[str, Any]:
     if not isinstance(doc.get("law"), dict):
         raise SpecError("missing law object", field="law.fit", source=str(p))
     flops = doc.get("max_fitted_flops")
-    if flops is not None and not _positive_number(flops):
+    if flops is not None and not is_positive_finite(flops):
         raise SpecError(
             f"must be a positive number of FLOPs (got {flops!r})",
             field="max_fitted_flops",
@@ -94,15 +95,6 @@ def read_fit(path: str | Path) -> dict[str, Any]:
     ):
         raise SpecError("must be an object", field="bootstrap", source=str(p))
     return doc
-
-
-def _positive_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
 
 
 def law_from_fit(path: str | Path) -> Law:

@@ -3,7 +3,6 @@ columns run, step, lr, loss (one row per logged step; `--columns` maps other nam
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections import defaultdict
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from scaleplan.specs.errors import SpecError
+from scaleplan.specs.files import read_csv
 
 from .schedule_law import (
     PARAM_NAMES,
@@ -28,20 +28,9 @@ MAX_STEPS = 100_000_000  # per run: the fit holds an LR (and loss) value for eve
 
 
 def read_curves(path: str | Path, columns: dict[str, str] | None = None) -> list[Curve]:
-    p = Path(path)
-    src = str(p)
-    if not p.is_file():
-        raise SpecError("file not found", source=src)
+    src = str(path)
     name = {k: (columns or {}).get(k, k) for k in COLUMNS}
-    try:
-        with p.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM is fine
-            by_run = _read_rows(csv.DictReader(fh), name, src)
-    except UnicodeDecodeError as exc:
-        raise SpecError(
-            f"not UTF-8 text (byte {exc.start}: {exc.reason}); expected a CSV file", source=src
-        ) from None
-    except csv.Error as exc:
-        raise SpecError(f"not a readable CSV file ({exc})", source=src) from None
+    by_run = _read_rows(*read_csv(path), name, src)
     curves = []
     for run, rows in sorted(by_run.items()):
         s = np.array(sorted(rows))
@@ -58,9 +47,8 @@ def read_curves(path: str | Path, columns: dict[str, str] | None = None) -> list
 
 
 def _read_rows(
-    reader: csv.DictReader, name: dict[str, str], src: str
+    header: list[str], rows: list[dict[str, str]], name: dict[str, str], src: str
 ) -> dict[str, list[tuple[float, float, float]]]:
-    header = reader.fieldnames or []
     missing = [name[k] for k in COLUMNS if name[k] not in header]
     if missing:
         raise SpecError(
@@ -69,7 +57,7 @@ def _read_rows(
             source=src,
         )
     by_run: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
-    for i, row in enumerate(reader):
+    for i, row in enumerate(rows):
         try:
             vals = tuple(float(row[name[k]]) for k in ("step", "lr", "loss"))
         except (TypeError, ValueError):

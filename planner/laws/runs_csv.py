@@ -15,7 +15,6 @@ name (`flops=`) ignores an optional column.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from scaleplan.specs.errors import SpecError
+from scaleplan.specs.files import read_csv
 
 from .forms import FLOPS_PER_PARAM_TOKEN
 
@@ -98,22 +98,9 @@ def parse_column_map(text: str | None) -> dict[str, str]:
 
 
 def read_runs(path: str | Path, columns: dict[str, str] | None = None) -> Runs:
-    p = Path(path)
-    src = str(p)
-    if not p.is_file():
-        raise SpecError("file not found", source=src)
+    src = str(path)
     columns = columns or {}
-    try:
-        with p.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM is fine
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            rows = list(reader)
-    except UnicodeDecodeError as exc:
-        raise SpecError(
-            f"not UTF-8 text (byte {exc.start}: {exc.reason}); expected a CSV file", source=src
-        ) from None
-    except csv.Error as exc:
-        raise SpecError(f"not a readable CSV file ({exc})", source=src) from None
+    header, rows = read_csv(path)
     name = {k: columns.get(k, k) or "\0ignored" for k in REQUIRED + OPTIONAL}
     for k in REQUIRED:
         if name[k] not in header:
