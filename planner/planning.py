@@ -80,13 +80,17 @@ def _moe(budget: BudgetSpec) -> MoEBudget | None:
     return (budget.moe or MoEBudget()) if budget.architecture == "moe" else None
 
 
-def law_allocation(budget: BudgetSpec, law: Law, compute: float) -> tuple[float, float, float]:
-    """(N, D, epochs) the law picks for `compute` (C = 6ND) under the budget's target and cap."""
+def law_allocation(
+    budget: BudgetSpec, law: Law, compute: float, fixed_n: float | None = None
+) -> tuple[float, float, float]:
+    """(N, D, epochs) the law picks for `compute` (C = 6ND) under the budget's target and cap.
+    `fixed_n` is a fixed-size target's model counted as the law counts N (default: the target's
+    total size)."""
     cap = budget.data.max_unique_tokens
     max_d = cap * budget.data.max_epochs if cap else math.inf
     kind = budget.target.kind
     if kind == "fixed-size":
-        n = float(budget.target.params or 0.0)
+        n = float(fixed_n if fixed_n is not None else budget.target.params or 0.0)
         d = compute / (FLOPS_PER_PARAM_TOKEN * n)
     elif kind == "inference-aware":
         n, d = inference_aware_optimal(
@@ -170,18 +174,28 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
     hours = budget.hours or budget.dollars / (num_gpus * cluster.price_usd_per_gpu_hour)  # type: ignore[operator]
     seconds = budget.goodput * hours * 3600.0
     compute = num_gpus * seconds * peak * mfu  # first guess, in model FLOPs
-    n_law, d_law, epochs = law_allocation(budget, law, compute)
+    fixed_n = None
+    if budget.target.kind == "fixed-size":  # the target names the total size; the law its count
+        fixed = architecture_for_params(
+            float(budget.target.params or 0.0),
+            vocab_size=budget.data.vocab_size,
+            seq_length=seq,
+            moe=moe,
+            param_count="total",
+        )
+        fixed_n = counted_params(fixed, law.param_count)
+    n_law, d_law, epochs = law_allocation(budget, law, compute, fixed_n)
     state: dict[str, Any] = {}
     status = f"stopped after {MAX_ITERATIONS} iterations"
     for k in range(MAX_ITERATIONS):
         _check_data_cap(budget, law, compute, n_law, d_law)
         model = architecture_for_params(
-            n_law,
+            n_law if fixed_n is None else float(budget.target.params or 0.0),
             vocab_size=budget.data.vocab_size,
             seq_length=seq,
             moe=moe,
             # a fixed-size target names the model's total size, whatever the law counts
-            param_count="total" if budget.target.kind == "fixed-size" else law.param_count,
+            param_count="total" if fixed_n is not None else law.param_count,
         )
         key = (model.num_layers, model.hidden_size)
         if key in seen:  # the architecture repeats: a fixed point, or a cycle (keep this one)
@@ -242,7 +256,7 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
             "compute": compute,
         }
         seen[key] = state
-        n_law, d_law, epochs = law_allocation(budget, law, compute)
+        n_law, d_law, epochs = law_allocation(budget, law, compute, fixed_n)
     model, result, ctx = state["model"], state["result"], state["ctx"]
     if post is None or post_key != (model.num_layers, model.hidden_size):
         post = _post_training(ctx, result.best.global_batch * seq, counters)

@@ -35,7 +35,12 @@ class DataBudget(Spec):
     max_unique_tokens: float | None = Field(
         default=None, gt=0, description="unique tokens available"
     )
-    seq_length: int = Field(default=4096, gt=0)
+    seq_length: int = Field(
+        default=4096,
+        ge=16,
+        description="pretraining sequence length in tokens; at least 16, below which per-sequence "
+        "overheads, not the model, decide the plan",
+    )
     vocab_size: int = Field(default=128256, gt=0)
     max_epochs: float = Field(
         default=4.0,

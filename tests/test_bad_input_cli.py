@@ -190,3 +190,12 @@ def test_yaml_merge_keys_work_and_odd_keys_areassert_one_error(
 def test_bare_command_prints_help_and_succeeds(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli([], capsys)
     assert code == 0 and "Usage:" in out and "error" not in err
+
+
+def test_a_one_token_sequence_names_seq_length(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "b.yaml"
+    path.write_text(SMALL.replace("seq_length: 2048", "seq_length: 1"))
+    code, _, err = run_cli(["plan", str(path)], capsys)
+    assert "data.seq_length" in assert_one_error(code, err)

@@ -200,3 +200,24 @@ def test_fit_file_next_to_the_budget_is_used(
     missing = _budget_file(tmp_path, law={"fit": "nope.json", "preset": None})
     code, _, err = _run(["plan", str(missing)], capsys)
     assert code == 2 and "law.fit" in err and "not found" in err
+
+
+def test_an_existing_report_needs_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scaleplan.planner.cli import plan_cmd
+
+    calls: list[Path] = []
+    monkeypatch.setattr(
+        plan_cmd, "_report_writer", lambda: lambda plan, where, fit_path=None: calls.append(where)
+    )
+    rep = tmp_path / "r"
+    rep.mkdir()
+    (rep / "report.html").write_text("old")
+    out = tmp_path / "plan.json"
+    args = ["plan", str(EXAMPLES / "h100x8-week.yaml"), "--report", str(rep), "--out", str(out)]
+    code, _, err = _run(args, capsys)
+    assert code == 2 and "--force" in err and "--report" in err
+    assert not calls and not out.exists() and (rep / "report.html").read_text() == "old"
+    code, _, _ = _run([*args, "--force"], capsys)
+    assert code == 0 and calls == [rep] and out.exists()

@@ -227,3 +227,15 @@ def test_every_example_plans_within_its_budget(name: str) -> None:
     }
     names = {p.name for p in result.phases}
     assert {k for k, v in wanted.items() if v is not None} <= names
+
+
+def test_fixed_size_with_a_non_embedding_law_records_d_on_the_laws_count() -> None:
+    """C = 6·N_ne·D for a non-embedding law, so the law's D for the fixed model is the tokens
+    the time allows (dividing by the total size instead would under-count them)."""
+    result = plan(
+        _budget(hours=48, law={"preset": "kaplan"}, target={"kind": "fixed-size", "params": 1e9})
+    )
+    assert abs(math.log(result.model.params_total / 1e9)) < 0.25
+    last = result.fixed_point["iterations"][-1]
+    assert result.law["n_law"] == pytest.approx(result.model.non_embedding_params)
+    assert result.law["d_law"] == pytest.approx(last["tokens_time"], rel=1e-9)

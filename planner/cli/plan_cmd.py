@@ -123,7 +123,10 @@ def _report_writer() -> Any:
     type=click.Path(file_okay=False),
     help="Also write an HTML report into this folder.",
 )
-def plan(budget_file: str, out: str | None, as_json: bool, report_dir: str | None) -> None:
+@click.option("--force", is_flag=True, help="Overwrite an existing report in the --report folder.")
+def plan(
+    budget_file: str, out: str | None, as_json: bool, report_dir: str | None, force: bool
+) -> None:
     """Turn a budget into a plan: model, tokens, schedule, layouts and every phase's cost."""
     from scaleplan.specs.budget import BudgetSpec
     from scaleplan.specs.loader import load_spec
@@ -145,6 +148,14 @@ def plan(budget_file: str, out: str | None, as_json: bool, report_dir: str | Non
         prepare_output(out, "--out")
     if report_dir is not None:
         prepare_output(report_dir, "--report", folder=True)
+        from ..report.writer import HTML_NAME
+
+        if (Path(report_dir) / HTML_NAME).exists() and not force:
+            raise SpecError(
+                f"{HTML_NAME} already exists there; pass --force to overwrite it",
+                field="--report",
+                source=report_dir,
+            )
     progress = None if as_json else _progress
     try:
         result = make_plan(budget, progress=progress)
