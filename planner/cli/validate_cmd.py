@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import click
@@ -200,6 +201,13 @@ def render(payload: dict[str, Any], console: Any) -> None:
     default=None,
     help="refit the shipped profiles on these runs (your own measurements) and write them here",
 )
+@click.option(
+    "--plot",
+    "plot_out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="also draw predicted vs measured step time and each row's error by source (PNG)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object to stdout")
 def validate(
     runs_path: str | None,
@@ -207,6 +215,7 @@ def validate(
     assume_items: tuple[str, ...],
     source_filter: str | None,
     fit_out: str | None,
+    plot_out: str | None,
     as_json: bool,
 ) -> None:
     """Predict every run of a published-runs CSV and compare with what was measured.
@@ -224,10 +233,11 @@ def validate(
     --json keys: rows (index, source, model, metric, measured, predicted, error_pct, ...),
     skipped (index, reason), summary (mape_pct, median_pct, max_pct, n_predicted, n_skipped,
     by_source); with --fit-profile also fits (profile, n_runs, mape_before_pct,
-    mape_after_pct), profiles and out.
+    mape_after_pct), profiles and out; with --plot also plot (the PNG's path).
     """
     from scaleplan.planner.validation import parse_assumptions
     from scaleplan.specs.errors import SpecError
+    from scaleplan.specs.files import prepare_output
 
     path = runs_path or _builtin_runs()
     assume = parse_assumptions(assume_items)
@@ -235,6 +245,11 @@ def validate(
         raise SpecError(
             "--fit-profile refits the shipped profiles; drop --profile", field="--fit-profile"
         )
+    for out, option in ((fit_out, "--fit-profile"), (plot_out, "--plot")):
+        if out is not None:
+            prepare_output(out, option)
+    if fit_out is not None and plot_out is not None and Path(fit_out) == Path(plot_out):
+        raise SpecError("--plot and --fit-profile name the same file", field="--plot")
     try:
         payload = validation_payload(path, profile_path, assume, source_filter)
         if fit_out is not None:
@@ -248,6 +263,11 @@ def validate(
             payload["out"] = fit_out
     except SpecError as err:
         raise err.with_source(path) from None
+    if plot_out is not None:
+        from ..report.plot_validation import write_validation_plot
+
+        write_validation_plot(payload, plot_out)
+        payload["plot"] = plot_out
     if as_json:
         click.echo(json.dumps(payload, indent=2))
         return
@@ -259,3 +279,5 @@ def validate(
         from .calibrate_runs import render_fits
 
         render_fits(payload, fit_out, console)
+    if plot_out is not None:
+        console.print(f"plot: {plot_out}")
