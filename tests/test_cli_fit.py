@@ -226,3 +226,75 @@ def test_spreadsheet_bom_is_read(tmp_path, capsys) -> None:
         assert code == 0, err
         fits.append(json.loads(out)["params"])
     assert fits[0] == pytest.approx(fits[1])
+
+
+def _sized_curves_csv(path, truth, sizes: dict[str, float]) -> None:
+    from scaleplan.planner.laws.schedule_law import make_schedule, predict_loss_curve
+
+    lines = ["run,model_size,step,lr,loss"]
+    for label, n in sizes.items():
+        for kind in ("constant", "cosine", "wsd"):
+            lr = make_schedule(kind, 3000, 3e-4, 100, decay_fraction=0.25)
+            curve = predict_loss_curve(truth.at(n), lr)
+            lines += [
+                f"{label}-{kind},{label},{s},{lr[s]:.9g},{curve[s]:.9g}"
+                for s in range(100, 3000, 50)
+            ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_fit_mpl_across_model_sizes_predicts_a_larger_one(tmp_path, capsys) -> None:
+    """Curves of two sizes (a params column, here mapped from model_size) fit the size-aware
+    law; with the true size exponent it predicts a 4x larger model's final loss."""
+    from scaleplan.planner.laws.schedule_law import (
+        SIZED_PARAM_NAMES,
+        SizedMPL,
+        make_schedule,
+        predict_final_loss,
+        sized_from_dict,
+    )
+
+    truth = SizedMPL(E=1.9, K=300.0, a_N=0.34, A0=0.6, a_A=0.02, B0=440.0, a_B=0.1,
+                     alpha=0.45, C=2.0, beta=0.6, gamma=0.65)  # fmt: skip
+    path = tmp_path / "curves.csv"
+    _sized_curves_csv(path, truth, {"25M": 25e6, "100M": 1e8})
+    out = tmp_path / "fit.json"
+    args = ["fit", str(path), "--law", "mpl", "--columns", "params=model_size"]
+    code, stdout, err = _run([*args, "--json", "--out", str(out)], capsys)
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["law"] == "mpl-sized" and set(doc["params"]) == set(SIZED_PARAM_NAMES)
+    assert doc["sizes"] == [25e6, 1e8] and doc["params"]["a_N"] == 0.34
+    assert any("prior" in w for w in doc["warnings"])
+    for v in doc["final_loss"].values():
+        assert v["predicted"] == pytest.approx(v["measured"], abs=3e-3)
+    saved = json.loads(out.read_text())
+    assert saved["schema"] == "scaleplan.mpl-sized/1" and saved["law"]["sizes"] == [25e6, 1e8]
+    law = sized_from_dict(saved["law"]["params"])
+    cosine = make_schedule("cosine", 3000, 3e-4, 100)
+    assert predict_final_loss(law.at(4e8), cosine) == pytest.approx(
+        predict_final_loss(truth.at(4e8), cosine), rel=2e-3
+    )
+    code, stdout, _ = _run([*args, "--json", "--size-exponent", "0.2"], capsys)
+    assert code == 0 and json.loads(stdout)["params"]["a_N"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda t: t.replace("25M-cosine,25M,100,", "25M-cosine,100M,100,", 1), "two model sizes"),
+        (lambda t: t.replace("25M-wsd,25M,", "25M-wsd,big,", 1), "not a model size"),
+    ],
+)
+def test_fit_mpl_refuses_unclear_model_sizes(tmp_path, capsys, edit, needle) -> None:
+    from scaleplan.planner.laws.schedule_law import SizedMPL
+
+    truth = SizedMPL(E=1.9, K=300.0, a_N=0.34, A0=0.6, a_A=0.02, B0=440.0, a_B=0.1,
+                     alpha=0.45, C=2.0, beta=0.6, gamma=0.65)  # fmt: skip
+    path = tmp_path / "curves.csv"
+    _sized_curves_csv(path, truth, {"25M": 25e6, "100M": 1e8})
+    path.write_text(edit(path.read_text()))
+    code, _, err = _run(
+        ["fit", str(path), "--law", "mpl", "--columns", "params=model_size"], capsys
+    )
+    assert code == 2 and needle in err and "model_size" in err and "Traceback" not in err

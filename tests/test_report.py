@@ -406,3 +406,26 @@ def test_evaluated_layouts_is_the_search_with_every_candidate_kept() -> None:
     ).any()  # the best is among them
     assert ev.oom_step_time_s.size == plain.rejected_by_rule.get("out of memory", 0)
     assert np.all(ev.oom_over_bytes > 0) and np.all(ev.headroom_bytes >= 0)
+
+
+def test_forecast_from_a_size_aware_schedule_fit(tmp_path: Path) -> None:
+    """A fit over several model sizes is evaluated at the plan's model size, and the caption
+    says when that is beyond the largest size fitted."""
+    from scaleplan.planner.laws.schedule_law import SizedMPL
+    from scaleplan.specs.budget import BudgetSpec
+
+    law = SizedMPL(E=1.9, K=300.0, a_N=0.34, A0=0.6, a_A=0.02, B0=440.0, a_B=0.1,
+                   alpha=0.45, C=2.0, beta=0.6, gamma=0.65)  # fmt: skip
+    fit = tmp_path / "schedule.json"
+    doc = {"law": {"form": "mpl-sized", "params": law.to_dict(), "sizes": [25e6, 1e8]}}
+    fit.write_text(json.dumps(doc))
+    budget = BudgetSpec(gpu="H100", gpus=1, hours=1, law={"schedule_fit": str(fit)})
+    plan = tiny_plan(phases=("pretrain", "anneal"), steps=200).model_copy(update={"budget": budget})
+    fig = one(plan, "2_loss_forecast")
+    n = plan.model.params_total
+    assert fig.status == "ok" and f"at N={n:.3g}" in fig.caption
+    assert (f"{n / 1e8:.3g}x beyond the largest fitted size" in fig.caption) == (n > 1e8)
+    doc["law"]["params"].pop("K")
+    fit.write_text(json.dumps(doc))
+    fig = one(plan, "2_loss_forecast")
+    assert fig.status == "missing" and "'K'" in (fig.reason or "")

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -117,6 +118,14 @@ def _prepare_outputs(out: str | None, plot: str | None) -> None:
     default=None,
     help="Map column names: params=model_size,tokens=training_tokens,loss=loss.",
 )
+@click.option(
+    "--size-exponent",
+    type=click.FloatRange(0.01, 2.0),
+    default=0.34,
+    show_default=True,
+    help="With --law mpl and curves of >= 2 model sizes (a params column): the exponent of "
+    "L0(N) = E + K·N^-a, a prior that two sizes cannot fit (Hoffmann et al. 2022's α).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG plot.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write FIT.json.")
@@ -134,18 +143,21 @@ def fit(
     seed: int,
     param_count: str | None,
     columns: str | None,
+    size_exponent: float,
     as_json: bool,
     plot: str | None,
     out: str | None,
 ) -> None:
     """Fit a scaling law to RUNS_CSV (columns: params, tokens, loss; optional flops, run,
-    unique_tokens). With --law mpl: a multi-power law to loss curves (columns run, step, lr, loss)."""
+    unique_tokens). With --law mpl: a multi-power law to loss curves (columns run, step, lr, loss;
+    an optional params column with two or more model sizes fits the size-aware law, which a plan
+    evaluates at its own model size)."""
     from scaleplan.planner.laws import runs_csv as rc
     from scaleplan.planner.laws.io import fit_document, write_fit
 
     _check_plot_suffix(plot)
     if form == "mpl":
-        return _fit_mpl(runs_csv, rc.parse_column_map(columns), as_json, plot, out)
+        return _fit_mpl(runs_csv, rc.parse_column_map(columns), as_json, plot, out, size_exponent)
     t0 = time.perf_counter()
     runs = rc.read_runs(runs_csv, rc.parse_column_map(columns))
     if last_per_run:
@@ -310,35 +322,43 @@ def fit(
 
 
 def _fit_mpl(
-    path: str, columns: dict[str, str], as_json: bool, plot: str | None, out: str | None
+    path: str,
+    columns: dict[str, str],
+    as_json: bool,
+    plot: str | None,
+    out: str | None,
+    size_exponent: float,
 ) -> None:
     """Multi-power law (Luo et al. 2025) from loss curves: columns run, step, lr, loss."""
     from scaleplan.planner.laws.io import write_fit
-    from scaleplan.planner.laws.mpl_runs import fit_curves_document, read_curves
+    from scaleplan.planner.laws.mpl_runs import curve_params, fit_curves_document, read_curves
 
     curves = read_curves(path, columns)
     _prepare_outputs(out, plot)
-    summary, params, curves = fit_curves_document(path, columns, curves=curves)
+    summary, law, curves = fit_curves_document(
+        path, columns, curves=curves, size_exponent=size_exponent
+    )
+    sized = summary["law"] == "mpl-sized"
     if out:
-        write_fit(
-            out,
-            {
-                "schema": "scaleplan.mpl/1",
-                "law": {"form": "mpl", "params": summary["params"]},
-                "final_loss": summary["final_loss"],
-                "input": path,
-            },
-        )
+        doc: dict[str, Any] = {
+            "schema": "scaleplan.mpl-sized/1" if sized else "scaleplan.mpl/1",
+            "law": {"form": summary["law"], "params": summary["params"]},
+            "final_loss": summary["final_loss"],
+            "input": path,
+        }
+        if sized:
+            doc["law"]["sizes"] = summary["sizes"]
+        write_fit(out, doc)
     if plot:
         from scaleplan.planner.laws.plots import plot_loss_forecast
         from scaleplan.planner.laws.schedule_law import predict_loss_curve
 
-        c = max(curves, key=lambda c: len(c.lr_per_step))
+        c = max(curves, key=lambda c: (c.n_params or 0.0, len(c.lr_per_step)))
         steps = np.asarray(c.steps)
         try:
             plot_loss_forecast(
                 steps,
-                predict_loss_curve(params, c.lr_per_step)[steps],
+                predict_loss_curve(curve_params(law, c), c.lr_per_step)[steps],
                 plot,
                 observed=c.loss,
                 lr=c.lr_per_step[steps],

@@ -1,5 +1,7 @@
 """`scaleplan fit --law mpl`: fit the multi-power law (schedule_law) to a loss-curves CSV with
-columns run, step, lr, loss (one row per logged step; `--columns` maps other names)."""
+columns run, step, lr, loss (one row per logged step; `--columns` maps other names). An optional
+`params` column (each run's model size) with two or more sizes fits the size-aware law
+(`fit_mpl_sizes`), which a plan evaluates at its own model size."""
 
 from __future__ import annotations
 
@@ -18,19 +20,26 @@ from .schedule_law import (
     PARAM_NAMES,
     Curve,
     MPLParams,
+    SizedMPL,
     fit_mpl,
+    fit_mpl_sizes,
     lr_from_samples,
     predict_final_loss,
 )
 
 COLUMNS = ("run", "step", "lr", "loss")
+SIZE_SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+DEFAULT_SIZE_EXPONENT = 0.34  # Hoffmann et al. 2022 eq. 10: α of the parameter term
 MAX_STEPS = 100_000_000  # per run: the fit holds an LR (and loss) value for every step
 
 
 def read_curves(path: str | Path, columns: dict[str, str] | None = None) -> list[Curve]:
     src = str(path)
     name = {k: (columns or {}).get(k, k) for k in COLUMNS}
-    by_run = _read_rows(*read_csv(path), name, src)
+    header, rows_in = read_csv(path)
+    by_run = _read_rows(header, rows_in, name, src)
+    size_col = (columns or {}).get("params", "params")
+    sizes = _run_sizes(rows_in, name["run"], size_col, src) if size_col in header else {}
     curves = []
     for run, rows in sorted(by_run.items()):
         s = np.array(sorted(rows))
@@ -39,11 +48,53 @@ def read_curves(path: str | Path, columns: dict[str, str] | None = None) -> list
                 f"run {run!r} has {len(s)} rows; need >= 3 logged steps", field="run", source=src
             )
         curves.append(
-            Curve(lr_from_samples(s[:, 0], s[:, 1]), s[:, 0].astype(int), s[:, 2], name=run)
+            Curve(
+                lr_from_samples(s[:, 0], s[:, 1]),
+                s[:, 0].astype(int),
+                s[:, 2],
+                n_params=sizes.get(run),
+                name=run,
+            )
         )
     if not curves:
         raise SpecError("no data rows", source=src)
     return curves
+
+
+def parse_size(text: str) -> float | None:
+    """'4e8', '400000000', '400M', '1.3B' -> parameters; None when it is not a positive size."""
+    t = text.strip().lower()
+    scale = SIZE_SUFFIXES.get(t[-1:], 1.0) if t else 1.0
+    try:
+        value = float(t[:-1] if scale != 1.0 else t) * scale
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _run_sizes(
+    rows: list[dict[str, str]], run_col: str, size_col: str, src: str
+) -> dict[str, float]:
+    """Each run's model size from the `params` column: one positive size per run."""
+    sizes: dict[str, float] = {}
+    for i, row in enumerate(rows):
+        run, text = row[run_col], row.get(size_col) or ""
+        size = parse_size(text)
+        if size is None:
+            raise SpecError(
+                f"row {i + 2}: {size_col} {text!r} is not a model size (a positive number, or "
+                "one with K/M/B/T)",
+                field=size_col,
+                source=src,
+            )
+        if sizes.setdefault(run, size) != size:
+            raise SpecError(
+                f"run {run!r} names two model sizes ({sizes[run]:.4g} and {size:.4g}) in "
+                f"{size_col}; give each run one",
+                field=size_col,
+                source=src,
+            )
+    return sizes
 
 
 def _read_rows(
@@ -81,32 +132,58 @@ def _read_rows(
     return by_run
 
 
+def curve_params(law: MPLParams | SizedMPL, curve: Curve) -> MPLParams:
+    """The MPL parameters that describe `curve`: a size-aware law's at the curve's size."""
+    if isinstance(law, SizedMPL):
+        return law.at(float(curve.n_params or 0.0))
+    return law
+
+
 def fit_curves_document(
     path: str | Path,
     columns: dict[str, str] | None = None,
     curves: list[Curve] | None = None,
-) -> tuple[dict[str, Any], MPLParams, list[Curve]]:
-    """Fit and return (summary, params, curves); the summary matches `fit --json`. `curves`:
-    already read from `path` (so a caller can check its outputs between reading and fitting)."""
+    size_exponent: float = DEFAULT_SIZE_EXPONENT,
+) -> tuple[dict[str, Any], MPLParams | SizedMPL, list[Curve]]:
+    """Fit and return (summary, law, curves); the summary matches `fit --json`. `curves`:
+    already read from `path` (so a caller can check its outputs between reading and fitting).
+    Curves of two or more model sizes fit the size-aware law, with L0(N)'s exponent fixed at
+    `size_exponent` (two sizes cannot pin it; `schedule_law.SizedMPL`)."""
     t0 = time.perf_counter()
     if curves is None:
         curves = read_curves(path, columns)
-    params, rmse = fit_mpl(curves)
+    sizes = sorted({c.n_params for c in curves if c.n_params is not None})
+    warnings: list[str] = []
+    law: MPLParams | SizedMPL
+    if len(sizes) >= 2:
+        law, rmse = fit_mpl_sizes(curves, a_N=size_exponent)
+        params = law.to_dict()
+        warnings.append(
+            f"size-aware fit over {len(sizes)} model sizes: L0(N) = E + K·N^-{size_exponent:g} "
+            "with the exponent a prior (--size-exponent), not fitted. Extrapolating it to "
+            "larger models is the uncertain part: predicting 400M from 25M and 100M curves, the "
+            "bench's cosine runs came out 1.3 % high (bench/RESULTS.md, annealing)"
+        )
+    else:
+        law, rmse = fit_mpl(curves)
+        params = {k: getattr(law, k) for k in PARAM_NAMES}
     finals = {
         c.name: {
             "measured": float(c.loss[-1]),
-            "predicted": predict_final_loss(params, c.lr_per_step),
+            "predicted": predict_final_loss(curve_params(law, c), c.lr_per_step),
         }
         for c in curves
     }
-    summary = {
-        "law": "mpl",
+    summary: dict[str, Any] = {
+        "law": "mpl-sized" if isinstance(law, SizedMPL) else "mpl",
         "method": "least-squares",
-        "params": {k: getattr(params, k) for k in PARAM_NAMES},
+        "params": params,
         "n_points": int(sum(len(c.steps) for c in curves)),
         "loss": rmse,
         "seconds": time.perf_counter() - t0,
         "final_loss": finals,
-        "warnings": [],
+        "warnings": warnings,
     }
-    return summary, params, curves
+    if isinstance(law, SizedMPL):
+        summary["sizes"] = sizes
+    return summary, law, curves

@@ -10,7 +10,7 @@ annealing phase, and a size-aware variant for predicting a larger model. Pure fu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -290,6 +290,28 @@ class SizedMPL:
             self.gamma,
             source=f"sized MPL at N={n_params:.3g}",
         )
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+SIZED_PARAM_NAMES = tuple(f.name for f in fields(SizedMPL))
+
+
+def sized_from_dict(values: dict[str, Any]) -> SizedMPL:
+    """A SizedMPL from its `to_dict` (a FIT.json's law.params); one SpecError naming a missing
+    or non-finite value."""
+    out = {}
+    for key in SIZED_PARAM_NAMES:
+        try:
+            out[key] = float(values[key])
+        except (KeyError, TypeError, ValueError):
+            raise SpecError(
+                f"the size-aware schedule fit has no number for {key!r}", field=key
+            ) from None
+        if not np.isfinite(out[key]):
+            raise SpecError(f"the size-aware schedule fit's {key} is not finite", field=key)
+    return SizedMPL(**out)
 
 
 def fit_mpl_sizes(

@@ -81,6 +81,30 @@ def _mpl_params(data: Any, source: str) -> Any:
     raise Unavailable(f"{source} holds no multi-power-law parameters ({', '.join(PARAM_NAMES)})")
 
 
+def _sized_law(data: Any) -> Any:
+    """The size-aware law of a `fit --law mpl` file fitted on curves of several model sizes, or
+    None for a single-size fit."""
+    from scaleplan.planner.laws.schedule_law import sized_from_dict
+    from scaleplan.specs.errors import SpecError
+
+    law = data.get("law") if isinstance(data, dict) else None
+    if not isinstance(law, dict) or law.get("form") != "mpl-sized":
+        return None
+    try:
+        return sized_from_dict(law.get("params") or {})
+    except SpecError as err:
+        raise Unavailable(f"the size-aware schedule fit is incomplete: {err.reason}") from None
+
+
+def _extrapolation(data: dict[str, Any], n_params: float) -> str:
+    """' (3.2x beyond the largest fitted size, 400M)' when the plan's model is larger than any
+    curve the law was fitted on; '' otherwise."""
+    sizes = [float(v) for v in data["law"].get("sizes") or [] if isinstance(v, (int, float))]
+    if not sizes or n_params <= max(sizes):
+        return ""
+    return f" ({n_params / max(sizes):.3g}x beyond the largest fitted size, {max(sizes):.3g})"
+
+
 def schedule_params(ctx: ReportContext) -> tuple[Any, str, bool]:
     """(MPL parameters, where from, fitted?): the budget's schedule fit, the plan's recorded one,
     else the schedule law's default parameters (`schedule_law.default_params`)."""
@@ -98,6 +122,10 @@ def schedule_params(ctx: ReportContext) -> tuple[Any, str, bool]:
             data = json.loads(p.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise Unavailable(f"the schedule fit {path} could not be read ({exc})") from None
+        sized = _sized_law(data)
+        if sized is not None:
+            n = float(ctx.plan.model.params_total)
+            return sized.at(n), f"schedule fit {path} at N={n:.3g}{_extrapolation(data, n)}", True
         return _mpl_params(data, path), f"schedule fit {path}", True
     prior = default_params()
     return prior, prior.source, False
