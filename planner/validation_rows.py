@@ -155,6 +155,15 @@ def parse_sharding(text: str) -> tuple[int, bool]:
 
 
 _LEGACY = re.compile(r"deepspeed", re.I)
+# Megatron-LM itself (not Megatron-core with Transformer Engine, NeMo or Megatron-Bridge) ...
+_MEGATRON_LM = re.compile(r"megatron[- ]?lm", re.I)
+_MODERN_MEGATRON = re.compile(
+    r"megatron[- ]?core|\bmcore\b|transformer[- ]engine|\bTE\b|\bnemo\b|megatron[- ]bridge", re.I
+)
+# ... on GPUs before Hopper: no TP communication overlap there (TE's userbuffers overlap came in
+# 2023 and hung on A100, TransformerEngine PR #1311; MegaScale, Jiang et al. 2024 sec. 3.2, adds
+# it to its Megatron-LM baseline), so these runs are the legacy stack's regime.
+_PRE_HOPPER = re.compile(r"a100|a800|a30\b|a40\b|v100|ampere|volta", re.I)
 _PYTORCH = re.compile(
     r"llm-foundry|\bcomposer\b|mosaicml|torchtitan|pytorch[ -]fsdp|\bfsdp2\b", re.I
 )
@@ -163,8 +172,9 @@ _PYTORCH = re.compile(
 def parse_stack(row: dict[str, str] | object) -> str:
     """The row's software stack (`scaleplan.specs.efficiency.STACKS`).
 
-    An explicit `software_stack` column wins. Otherwise: runs on Megatron-DeepSpeed, or in fp16
-    mixed precision (what Megatron-LM used before bf16 and fused attention, 2021-2022), ran the
+    An explicit `software_stack` column wins. Otherwise: runs on Megatron-DeepSpeed, in fp16
+    mixed precision (what Megatron-LM used before bf16 and fused attention, 2021-2022), or of
+    Megatron-LM (not Megatron-core/Transformer Engine/NeMo) on a GPU before Hopper ran the
     `megatron-legacy` stack; runs of the PyTorch-native trainers (MosaicML llm-foundry/Composer,
     torchtitan) the `pytorch` one; everything else the `default` one.
     """
@@ -177,6 +187,12 @@ def parse_stack(row: dict[str, str] | object) -> str:
         get(k) or "" for k in ("software_stack", "source", "notes", "zero_stage_or_fsdp")
     )
     if _LEGACY.search(text) or (get("precision") or "").strip().lower().startswith("fp16"):
+        return "megatron-legacy"
+    if (
+        _MEGATRON_LM.search(text)
+        and not _MODERN_MEGATRON.search(text)
+        and _PRE_HOPPER.search(get("gpu_type") or "")
+    ):
         return "megatron-legacy"
     if _PYTORCH.search(text):
         return "pytorch"

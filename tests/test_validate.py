@@ -98,6 +98,18 @@ def test_cell_parsing_and_conventions() -> None:
     assert parse_stack({"precision": "bf16"}) == "default"
 
 
+def test_megatron_lm_before_hopper_reads_as_the_legacy_stack() -> None:
+    """Megatron-LM on Ampere had no TP communication overlap (MegaScale adds it to its
+    Megatron-LM baseline); Megatron-core/TE/NeMo runs, and Megatron-LM on Hopper, stay default."""
+    ampere = {"gpu_type": "A100-SXM4-80GB", "notes": "Megatron-LM baseline, bf16"}
+    assert parse_stack(ampere) == "megatron-legacy"
+    assert parse_stack({**ampere, "gpu_type": "NVIDIA Ampere (A100-class)"}) == "megatron-legacy"
+    assert parse_stack({**ampere, "notes": "Megatron-LM with Transformer Engine"}) == "default"
+    assert parse_stack({**ampere, "notes": "NeMo, Megatron-LM backend"}) == "default"
+    assert parse_stack({**ampere, "gpu_type": "H100"}) == "default"
+    assert parse_stack({**ampere, "software_stack": "default"}) == "default"
+
+
 def test_row_to_case_maps_the_row() -> None:
     case = row_to_case(0, GOOD_ROW)
     assert isinstance(case, RunCase)

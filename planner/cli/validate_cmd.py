@@ -223,8 +223,9 @@ def validate(
     Each row is compared on its measured step time, else tokens/s per GPU, else TFLOP/s per GPU
     (converted with the source's FLOP convention), else MFU/HFU. Rows that cannot be predicted
     are listed with the reason. Profiles: the shipped ones, per GPU and software stack (an
-    optional `software_stack` column picks the stack; without it, Megatron-DeepSpeed or fp16 runs
-    use `megatron-legacy`, the rest `default`), or --profile for all rows.
+    optional `software_stack` column picks the stack; without it, Megatron-DeepSpeed, fp16 and
+    pre-Hopper Megatron-LM runs use `megatron-legacy`, llm-foundry/Composer/torchtitan runs
+    `pytorch`, the rest `default`), or --profile for all rows.
 
     --fit-profile OUT.yaml refits each shipped profile the rows use on those rows (from the
     shipped values; fewer runs fit fewer parameters) and writes them for `--profile`, `simulate
