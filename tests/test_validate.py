@@ -608,3 +608,17 @@ def test_measured_fsdp_with_pipeline_parallelism_is_predicted() -> None:
     assert any("not compilable" in a for a in case.assumptions)
     with pytest.raises(Err, match="cannot be compiled"):
         validate_layout(case.layout, case.model, num_gpus=64)
+
+
+def test_runs_not_in_dev_are_read_and_predicted() -> None:
+    """bench/data/runs_not_in_dev.csv (runs compiled after the profiles were fitted): every row
+    is predicted or skipped with its reason, and the figures in bench/RESULTS.md hold."""
+    from scaleplan.planner.cli.validate_cmd import validation_payload
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "data" / "runs_not_in_dev.csv"
+    payload = validation_payload(str(path), assume={"micro_batch": "1"})
+    assert len(payload["rows"]) == 20 and len(payload["skipped"]) == 8
+    assert sum("H100 96GB HBM2e" in s["reason"] for s in payload["skipped"]) == 7
+    assert payload["summary"]["mape_pct"] < 12.0
+    megascale = [r for r in payload["rows"] if r["source"].startswith("Jiang")]
+    assert sum(r["stack"] == "megatron-legacy" for r in megascale) == 8
