@@ -118,3 +118,24 @@ def test_default_preset_predicts_the_400m_curves(shared_data) -> None:
         s = np.array(sorted(rows))
         lr = lr_from_samples(s[:, 0], s[:, 1])
         assert predict_final_loss(default_params(), lr) == pytest.approx(s[-1, 2], rel=0.01)
+
+
+def test_size_aware_fit_with_a_prior_on_e_recovers_the_size_exponent() -> None:
+    """Two sizes pin L0(N) = E + K·N^-a_N once one constant is a prior: given the true E, the
+    fit finds the true a_N (and so extrapolates L0 to a larger size)."""
+    from scaleplan.planner.laws.schedule_law import SizedMPL
+
+    truth = SizedMPL(E=1.9, K=300.0, a_N=0.34, A0=0.6, a_A=0.02, B0=440.0, a_B=0.1,
+                     alpha=0.45, C=2.0, beta=0.6, gamma=0.65)  # fmt: skip
+    steps = np.arange(150, 3000, 60)
+    curves = [
+        Curve(lr, steps, predict_loss_curve(truth.at(n), lr)[steps], n_params=n)
+        for n in (25e6, 1e8)
+        for lr in (
+            make_schedule(k, 3000, 3e-4, 100, decay_fraction=0.25) for k in ("constant", "wsd")
+        )
+    ]
+    law, rmse = fit_mpl_sizes(curves, E=1.9)
+    assert rmse < 2e-3 and law.E == 1.9
+    assert law.a_N == pytest.approx(0.34, abs=0.03)
+    assert law.at(4e8).L0 == pytest.approx(truth.at(4e8).L0, rel=5e-3)

@@ -315,10 +315,11 @@ def sized_from_dict(values: dict[str, Any]) -> SizedMPL:
 
 
 def fit_mpl_sizes(
-    curves: list[Curve], a_N: float = 0.34, max_bins: int = 128
+    curves: list[Curve], a_N: float = 0.34, max_bins: int = 128, E: float | None = None
 ) -> tuple[SizedMPL, float]:
-    """Fit the size-aware MPL jointly on curves of >= 2 model sizes. a_N defaults to Hoffmann et
-    al. 2022's α = 0.34 (a prior, not fitted)."""
+    """Fit the size-aware MPL jointly on curves of >= 2 model sizes. Two sizes cannot pin all of
+    L0(N) = E + K·N^(−a_N), so one constant is a prior: a_N (default Hoffmann et al. 2022's
+    α = 0.34), or, when `E` is given, the irreducible loss E (then a_N is fitted)."""
     sizes = sorted({c.n_params for c in curves if c.n_params})
     if len(sizes) < 2 or any(c.n_params is None for c in curves):
         raise SpecError(
@@ -330,7 +331,9 @@ def fit_mpl_sizes(
     ]
 
     def unpack(x: np.ndarray) -> SizedMPL:
-        return SizedMPL(*(float(v) for v in x[:2]), a_N, *(float(v) for v in x[2:]))
+        if E is None:
+            return SizedMPL(*(float(v) for v in x[:2]), a_N, *(float(v) for v in x[2:]))
+        return SizedMPL(E, *(float(v) for v in x))
 
     def resid(x: np.ndarray) -> np.ndarray:
         law = unpack(x)
@@ -340,9 +343,14 @@ def fit_mpl_sizes(
             out.append(_predict(np.array([getattr(p, k) for k in PARAM_NAMES]), d) - y)
         return np.concatenate(out)
 
+    # E, K (a_N) A0, a_A, B0, a_B, alpha, C, beta, gamma
     x0 = np.array([2.0, 300.0, 0.6, 0.1, 440.0, 0.1, 0.45, 2.1, 0.6, 0.65])
     lo = np.array([0.0, 0.0, 1e-6, -2.0, 0.0, -2.0, 1e-3, 1e-6, 1e-3, 1e-3])
     hi = np.array([10.0, 1e6, 1e3, 2.0, 1e5, 2.0, 3.0, 1e3, 3.0, 3.0])
+    if E is not None:  # K, a_N, then the rest
+        x0 = np.concatenate([[300.0, a_N], x0[2:]])
+        lo = np.concatenate([[0.0, 0.01], lo[2:]])
+        hi = np.concatenate([[1e6, 1.5], hi[2:]])
     with single_thread_blas():
         res = least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=3000)
     return unpack(res.x), float(np.sqrt(np.mean(res.fun**2)))
