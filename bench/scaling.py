@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import os
 import time
 from collections import defaultdict
@@ -17,25 +16,18 @@ from pathlib import Path
 
 import numpy as np
 from results_md import replace_section  # bench/ is on sys.path when run as a script
+from scaling_annealing import annealing  # bench/ is on sys.path when run as a script
+from scaling_ladder import _ladder_runs, ladder  # noqa: F401 (tests read _ladder_runs here)
 
 from scaleplan.planner.laws import load_law
 from scaleplan.planner.laws.fitting import fit_law
 from scaleplan.planner.laws.hyperparams import fit_lr_batch_law
 from scaleplan.planner.laws.isoflop import (
-    approach1,
     approach2,
     power_law_fit,
     power_law_fit_minimax,
 )
-from scaleplan.planner.laws.runs_csv import drop_highest, last_per_run, parse_column_map, read_runs
-from scaleplan.planner.laws.schedule_law import (
-    Curve,
-    fit_mpl,
-    fit_mpl_sizes,
-    lr_from_samples,
-    predict_final_loss,
-)
-from scaleplan.planner.laws.selection import select_form
+from scaleplan.planner.laws.runs_csv import drop_highest, parse_column_map, read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Scaling laws (bench/scaling.py)"
@@ -255,207 +247,6 @@ def _config_key(r: dict) -> tuple:
 
 def _columns(rows: list[dict]):
     return lambda k: np.array([float(r[k]) for r in rows])
-
-
-# OLMo-ladder (allenai/OLMo-ladder src/ladder/ladder.py): every size has untied input and output
-# embeddings of embedding_size 100352 x d_model, and its MODEL_PARAMS (the CSV's n_params_ladder)
-# count the output one but not the input one. Kaplan's N leaves both out.
-LADDER_EMBEDDING_ROWS = 100352
-LADDER_D_MODEL = {
-    190354176: 768,
-    371262464: 1024,
-    758220288: 1536,
-    1279395840: 2048,
-    3169537280: 3328,
-}
-
-
-def _ladder_runs(data: Path):
-    runs = last_per_run(
-        read_runs(
-            data / "olmo_ladder_c4_loss_trajectories.csv",
-            parse_column_map("params=n_params_ladder,loss=c4_en_val_ce_loss,flops="),
-        )
-    )
-    head = np.array([LADDER_EMBEDDING_ROWS * LADDER_D_MODEL[int(n)] for n in runs.N], float)
-    return dataclasses.replace(runs, N_non_embedding=runs.N - head)
-
-
-def ladder(data: Path) -> list[Row]:
-    runs = _ladder_runs(data)
-    small = runs.N < 2e9  # 190M, 370M, 760M, 1B (1.28e9 params)
-    # The form and what N counts are chosen inside the <= 1B ladder (760M and 1B held out in
-    # turn), never on 3B.
-    best, scores = select_form(
-        runs.N[small],
-        runs.D[small],
-        runs.loss[small],
-        N_non_embedding=runs.N_non_embedding[small],
-    )
-    chosen = f"{best.form}, N {best.param_count}"
-    rows: list[Row] = []
-    for sc in scores:
-        rows.append(
-            (
-                f"ladder form choice (<= 1B only): {sc.form}, N {sc.param_count}",
-                f"760M, 1B predicted from smaller: mean {sc.mean_abs_pct:.2f} %, "
-                f"max {sc.max_abs_pct:.2f} %",
-                "lowest mean wins",
-                "chosen" if sc == best else "-",
-            )
-        )
-    errs_by_choice = {}
-    for sc in (best, *(s for s in scores if s != best)):
-        n = runs.params(sc.param_count)
-        fit = fit_law(sc.form, n[small], runs.D[small], runs.loss[small], delta=1e-3)
-        errs_by_choice[(sc.form, sc.param_count)] = (
-            fit.law.loss(n[~small], runs.D[~small]) / runs.loss[~small] - 1
-        )
-    errs = errs_by_choice[(best.form, best.param_count)]
-    for r, e in sorted(zip(runs.run[~small], errs, strict=True)):
-        rows.append(
-            (
-                f"ladder: {r} final C4 loss from ≤1B fit ({chosen})",
-                f"{e:+.2%}",
-                "≤ 1.5 %",
-                "pass" if abs(e) <= 0.015 else "MISS",
-            )
-        )
-    for (form, count), e in errs_by_choice.items():
-        if (form, count) != (best.form, best.param_count):
-            rows.append(
-                (
-                    f"ladder: 3B runs with {form}, N {count} (not chosen)",
-                    f"mean |error| {np.mean(np.abs(e)):.2%}, max {np.max(np.abs(e)):.2%}",
-                    "-",
-                    "info",
-                )
-            )
-    curves = read_runs(
-        data / "olmo_ladder_c4_loss_trajectories.csv",
-        parse_column_map("params=n_params_ladder,loss=c4_en_val_ce_loss,flops="),
-    )
-    a1 = approach1(curves.N, curves.D, curves.loss, curves.run).law.params["a"]
-    rows.append(
-        (
-            "ladder: Approach 1 envelope over all 30 curves",
-            f"N_opt ∝ C^{a1:.3f}",
-            "-",
-            "info (one cosine length per run: biased, see isoflop.approach1)",
-        )
-    )
-    rows.append(
-        (
-            f"ladder: mean |error| over 3B runs ({chosen})",
-            f"{np.mean(np.abs(errs)):.2%} ({int(small.sum())} fitted runs)",
-            "≤ 1.5 %",
-            "pass" if np.mean(np.abs(errs)) <= 0.015 else "MISS",
-        )
-    )
-    return rows
-
-
-def _mpl_curves(data: Path) -> dict[str, list[Curve]]:
-    by = defaultdict(list)
-    for r in csv.DictReader(open(data / "mpl_luo2025_loss_curves.csv")):
-        by[(r["model"], r["schedule_file"])].append(
-            (int(r["step"]), float(r["lr"]), float(r["loss"]))
-        )
-    sizes = {"25M": 25e6, "100M": 100e6, "400M": 400e6}
-    out = defaultdict(list)
-    for (model, name), v in sorted(by.items()):
-        s = np.array(sorted(v))
-        out[model].append(
-            Curve(
-                lr_from_samples(s[:, 0], s[:, 1]), s[:, 0].astype(int), s[:, 2], sizes[model], name
-            )
-        )
-    return out
-
-
-def annealing(data: Path) -> list[Row]:
-    curves = _mpl_curves(data)
-    t0 = time.perf_counter()
-    law, rmse = fit_mpl_sizes(curves["25M"] + curves["100M"])
-    seconds = time.perf_counter() - t0
-    p400 = law.at(400e6)
-    rows: list[Row] = []
-    pred = {
-        c.name: (predict_final_loss(p400, c.lr_per_step), float(c.loss[-1])) for c in curves["400M"]
-    }
-    for name, (p, y) in pred.items():
-        if name.startswith(("wsd_", "wsdld_", "cosine_", "constant_")):
-            e = p / y - 1
-            rows.append(
-                (
-                    f"MPL 25M+100M -> 400M {name}",
-                    f"{e:+.2%}",
-                    "≤ 0.5 %",
-                    "pass" if abs(e) <= 0.005 else "MISS",
-                )
-            )
-    base_p, base_y = pred["constant_24000.csv"]
-    for name in ("wsd_20000_24000.csv", "cosine_24000.csv"):
-        p, y = pred[name]
-        rows.append(
-            (
-                f"annealing gain vs constant, 400M {name}",
-                f"predicted {base_p - p:.4f}, measured {base_y - y:.4f} nats",
-                "-",
-                "info",
-            )
-        )
-    rows.append(
-        (
-            "size-aware MPL fit (a_N = 0.34 prior)",
-            f"RMSE {rmse:.4f} nats, {seconds:.0f} s",
-            "-",
-            "info",
-        )
-    )
-    # Sensitivity to the prior: no a_N puts both the cosine and the WSD runs within 0.5 %.
-    sweep = []
-    for a_N in (0.20, 0.25, 0.30, 0.40):
-        law_a, _ = fit_mpl_sizes(curves["25M"] + curves["100M"], a_N=a_N)
-        pa = law_a.at(400e6)
-        e = {
-            c.name.split("_")[0]: predict_final_loss(pa, c.lr_per_step) / float(c.loss[-1]) - 1
-            for c in curves["400M"]
-            if c.name in ("cosine_24000.csv", "wsd_20000_24000.csv")
-        }
-        sweep.append(f"a_N={a_N:.2f}: cosine {e['cosine']:+.2%}, WSD {e['wsd']:+.2%}")
-    rows.append(("MPL prior sweep (400M, 24k steps)", "; ".join(sweep), "-", "info"))
-    # The other prior two sizes allow: fix the irreducible loss E (Hoffmann 2022: 1.69; Besiroglu
-    # 2024: 1.82) and fit a_N. It moves L0(400M) down, and with it both runs.
-    e_sweep = []
-    for e_prior in (1.69, 1.82):
-        law_e, _ = fit_mpl_sizes(curves["25M"] + curves["100M"], E=e_prior)
-        pe = law_e.at(400e6)
-        e = {
-            c.name.split("_")[0]: predict_final_loss(pe, c.lr_per_step) / float(c.loss[-1]) - 1
-            for c in curves["400M"]
-            if c.name in ("cosine_24000.csv", "wsd_20000_24000.csv")
-        }
-        e_sweep.append(
-            f"E={e_prior:.2f} (a_N fitted {law_e.a_N:.3f}): cosine {e['cosine']:+.2%}, "
-            f"WSD {e['wsd']:+.2%}"
-        )
-    rows.append(
-        ("MPL with a prior on E instead (400M, 24k steps)", "; ".join(e_sweep), "-", "info")
-    )
-    p, rmse4 = fit_mpl(curves["400M"])
-    vals = ", ".join(
-        f"{k}={getattr(p, k):.4g}" for k in ("L0", "A", "alpha", "B", "C", "beta", "gamma")
-    )
-    rows.append(("MPL fit on all 400M curves (shipped default)", vals, f"RMSE {rmse4:.4f}", "info"))
-    # The floor: the same form fitted on the 400M curves themselves, final losses in-sample.
-    floor = ", ".join(
-        f"{c.name.removesuffix('.csv')} {predict_final_loss(p, c.lr_per_step) / float(c.loss[-1]) - 1:+.2%}"
-        for c in curves["400M"]
-        if c.name.startswith(("cosine_", "wsd_"))
-    )
-    rows.append(("MPL in-sample on 400M (the form's floor)", floor, "-", "info"))
-    return rows
 
 
 def steplaw(data: Path) -> list[Row]:
