@@ -23,13 +23,17 @@ from scaleplan.specs.loader import validate
 from scaleplan.specs.model import ModelSpec
 from scaleplan.specs.plan import PhaseSpec, Plan
 
+from .allocation import (
+    FLOPS_PER_PARAM_TOKEN,
+    budget_law,
+    check_data_cap,
+    law_allocation,
+    max_tokens,
+    predicted_loss,
+)
 from .architecture import architecture_for_params, counted_params
 from .laws import (
-    DataConstrainedLaw,
     Law,
-    constrained_optimal,
-    inference_aware_optimal,
-    load_law,
 )
 from .laws.hyperparams import deepseek_lr_batch, warmup_steps
 from .phases import PhaseContext, post_training, pretrain_and_anneal
@@ -38,8 +42,6 @@ from .search import NoLayoutFits, SearchResult, search_layouts
 Progress = Callable[[str], None]
 MAX_ITERATIONS = 8
 INITIAL_MFU = 0.4  # first guess only; replaced by the searched layout's MFU after one pass
-MIN_TOKENS_PER_PARAM = 1.0  # below one token per parameter the data cap leaves nothing to learn
-FLOPS_PER_PARAM_TOKEN = 6.0  # the laws' compute convention, C = 6 N D (Kaplan 2020, Hoffmann 2022)
 
 
 def _cluster(budget: BudgetSpec, num_gpus: int) -> ClusterSpec:
@@ -70,55 +72,8 @@ def _cluster(budget: BudgetSpec, num_gpus: int) -> ClusterSpec:
         ) from None
 
 
-def _law(budget: BudgetSpec) -> Law:
-    if budget.law.fit:
-        return load_law(fit_path=budget.law.fit)
-    return load_law(preset=budget.law.preset)
-
-
 def _moe(budget: BudgetSpec) -> MoEBudget | None:
     return (budget.moe or MoEBudget()) if budget.architecture == "moe" else None
-
-
-def law_allocation(
-    budget: BudgetSpec, law: Law, compute: float, fixed_n: float | None = None
-) -> tuple[float, float, float]:
-    """(N, D, epochs) the law picks for `compute` (C = 6ND) under the budget's target and cap.
-    `fixed_n` is a fixed-size target's model counted as the law counts N (default: the target's
-    total size)."""
-    cap = budget.data.max_unique_tokens
-    max_d = cap * budget.data.max_epochs if cap else math.inf
-    kind = budget.target.kind
-    if kind == "fixed-size":
-        n = float(fixed_n if fixed_n is not None else budget.target.params or 0.0)
-        d = compute / (FLOPS_PER_PARAM_TOKEN * n)
-    elif kind == "inference-aware":
-        n, d = inference_aware_optimal(
-            law, compute, float(budget.target.inference_tokens or 0.0), kind="compute"
-        )
-    else:
-        n, d, _ = constrained_optimal(law, compute, max_unique_tokens=cap)
-    if d > max_d:  # the cap binds: fewer tokens, and (at fixed compute) a larger model
-        d = max_d
-        if kind == "compute-optimal":
-            n = compute / (FLOPS_PER_PARAM_TOKEN * d)
-    epochs = d / cap if cap else 1.0
-    return float(n), float(d), float(max(epochs, 1.0) if cap else 1.0)
-
-
-def _check_data_cap(budget: BudgetSpec, law: Law, compute: float, n: float, d: float) -> None:
-    cap = budget.data.max_unique_tokens
-    if cap and d / n < MIN_TOKENS_PER_PARAM and budget.target.kind != "fixed-size":
-        n_free, d_free = law.optimal(compute)
-        need = float(d_free) / budget.data.max_epochs
-        raise SpecError(
-            f"max_unique_tokens={cap:.3g} is too small for this budget: spending its compute "
-            f"({compute:.3g} FLOPs) would take a {n:.3g}-parameter model on {d:.3g} tokens "
-            f"({d / n:.2g} tokens per parameter; compute-optimal is about "
-            f"{float(d_free) / float(n_free):.0f}). Raise data.max_unique_tokens to about "
-            f"{need:.3g} (or data.max_epochs), or shrink the budget (gpus, hours, dollars)",
-            field="data.max_unique_tokens",
-        )
 
 
 def _train_seconds(budget: BudgetSpec, cluster: ClusterSpec, post: list[PhaseSpec]) -> float:
@@ -188,7 +143,7 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
     state: dict[str, Any] = {}
     status = f"stopped after {MAX_ITERATIONS} iterations"
     for k in range(MAX_ITERATIONS):
-        _check_data_cap(budget, law, compute, n_law, d_law)
+        check_data_cap(budget, law, compute, n_law, d_law)
         model = architecture_for_params(
             n_law if fixed_n is None else float(budget.target.params or 0.0),
             vocab_size=budget.data.vocab_size,
@@ -263,10 +218,8 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
         train_s = _train_seconds(budget, cluster, post)
         state["tokens_time"] = train_s * num_gpus * result.step["tokens_per_s_per_gpu"]
     n = counted_params(model, law.param_count)
-    _check_data_cap(
-        budget, law, state["compute"], n, min(state["tokens_time"], _max_tokens(budget))
-    )
-    tokens = min(state["tokens_time"], _max_tokens(budget))
+    check_data_cap(budget, law, state["compute"], n, min(state["tokens_time"], max_tokens(budget)))
+    tokens = min(state["tokens_time"], max_tokens(budget))
     notes = []
     if tokens < state["tokens_time"]:
         notes.append(
@@ -276,7 +229,7 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
     steps = max(1, math.ceil(tokens / (result.best.global_batch * seq)))
     warm = warmup_steps(steps, n, result.best.global_batch * seq)
     phases = pretrain_and_anneal(ctx, result, tokens, warm) + post
-    loss = _predicted_loss(law, n, tokens, budget.data.max_unique_tokens)
+    loss = predicted_loss(law, n, tokens, budget.data.max_unique_tokens)
     wall_s = sum(p.time_s for p in phases) / budget.goodput
     plan = Plan(
         name=budget.name,
@@ -322,13 +275,6 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
     return _Candidate(plan, loss, wall_s)
 
 
-def _predicted_loss(law: Law, n: float, tokens: float, unique: float | None) -> float:
-    """The law's loss; a data-constrained law also sees the unique tokens (repetition)."""
-    if isinstance(law, DataConstrainedLaw) and unique:
-        return float(law.loss(n, tokens, unique_tokens=unique))
-    return float(law.loss(n, tokens))
-
-
 def _post_training(
     ctx: PhaseContext, batch_tokens: float, counters: dict[str, Any]
 ) -> list[PhaseSpec]:
@@ -350,11 +296,6 @@ def _post_training(
     return post
 
 
-def _max_tokens(budget: BudgetSpec) -> float:
-    cap = budget.data.max_unique_tokens
-    return cap * budget.data.max_epochs if cap else math.inf
-
-
 def _summary(result: SearchResult) -> dict[str, Any]:
     return result.summary()
 
@@ -374,7 +315,7 @@ def plan(budget: BudgetSpec, *, progress: Progress | None = None) -> Plan:
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
     get_gpu(budget.gpu, field="gpu")  # an unknown GPU fails before any work
-    law = _law(budget)
+    law = budget_law(budget)
     candidates: list[_Candidate] = []
     failures: list[str] = []
     for count in budget.gpu_counts:
