@@ -150,8 +150,8 @@ def fit(
 ) -> None:
     """Fit a scaling law to RUNS_CSV (columns: params, tokens, loss; optional flops, run,
     unique_tokens). With --law mpl: a multi-power law to loss curves (columns run, step, lr, loss;
-    an optional params column with two or more model sizes fits the size-aware law, which a plan
-    evaluates at its own model size)."""
+    an optional params column, each run's total parameter count, with two or more model sizes
+    fits the size-aware law, which a plan evaluates at its own model's total size)."""
     from scaleplan.planner.laws import runs_csv as rc
     from scaleplan.planner.laws.io import fit_document, write_fit
 
