@@ -298,3 +298,26 @@ def test_fit_mpl_refuses_unclear_model_sizes(tmp_path, capsys, edit, needle) -> 
         ["fit", str(path), "--law", "mpl", "--columns", "params=model_size"], capsys
     )
     assert code == 2 and needle in err and "model_size" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("true_exponent", "within"), [(0.34, True), (0.15, False)])
+def test_fit_mpl_reports_its_own_extrapolation_error(tmp_path, capsys, true_exponent, within):
+    """With three or more sizes the fit is also made without the largest one and scored on it:
+    small when the size-exponent prior is right, large when it is wrong."""
+    from scaleplan.planner.laws.schedule_law import SizedMPL
+
+    truth = SizedMPL(E=1.9, K=300.0 if true_exponent == 0.34 else 12.0, a_N=true_exponent,
+                     A0=0.6, a_A=0.02, B0=440.0, a_B=0.1, alpha=0.45, C=2.0, beta=0.6,
+                     gamma=0.65)  # fmt: skip
+    path = tmp_path / "curves.csv"
+    _sized_curves_csv(path, truth, {"25M": 25e6, "100M": 1e8, "400M": 4e8})
+    code, stdout, err = _run(
+        ["fit", str(path), "--law", "mpl", "--columns", "params=model_size", "--json"], capsys
+    )
+    assert code == 0, err
+    doc = json.loads(stdout)
+    check = doc["extrapolation"]
+    assert check["held_out_size"] == 4e8 and len(check["error_pct"]) == 3
+    worst = max(abs(e) for e in check["error_pct"].values())
+    assert (worst < 0.3) == within
+    assert any("extrapolation check" in w for w in doc["warnings"])

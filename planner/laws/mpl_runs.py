@@ -186,4 +186,26 @@ def fit_curves_document(
     }
     if isinstance(law, SizedMPL):
         summary["sizes"] = sizes
+        if len(sizes) >= 3:
+            summary["extrapolation"] = largest_size_held_out(curves, size_exponent)
+            worst = max(abs(e) for e in summary["extrapolation"]["error_pct"].values())
+            warnings.append(
+                f"your own extrapolation check: fitted without the largest size "
+                f"({sizes[-1]:.3g}), the law predicts its final losses within {worst:.2f} %"
+            )
     return summary, law, curves
+
+
+def largest_size_held_out(curves: list[Curve], size_exponent: float) -> dict[str, Any]:
+    """The size-aware law refitted without the largest model size, and its error on that size's
+    final losses (predicted / measured - 1, in %): an estimate, from the user's own curves, of
+    how far the law extrapolates one size step (the ladder protocol of `selection.select_form`)."""
+    largest = max(float(c.n_params or 0.0) for c in curves)
+    smaller = [c for c in curves if float(c.n_params or 0.0) < largest]
+    law, _ = fit_mpl_sizes(smaller, a_N=size_exponent)
+    errors = {
+        c.name: (predict_final_loss(law.at(largest), c.lr_per_step) / float(c.loss[-1]) - 1) * 100
+        for c in curves
+        if float(c.n_params or 0.0) == largest
+    }
+    return {"held_out_size": largest, "error_pct": errors}
