@@ -239,3 +239,24 @@ def calibrate_from_shipped(
         after = summarize(predict_cases(members, {name: fitted})).mape_pct
         out[name] = (ProfileFit(name, _with_profile(report, fitted), sources), before, after)
     return out
+
+
+def cross_validated_mape(cases: Sequence[RunCase], folds: int, max_nfev: int = 300) -> float | None:
+    """K-fold estimate of a refitted profile's error on runs it was not fitted on: the runs
+    (all of one shipped profile) are split into `folds` folds by position, each fold is predicted
+    by the profile refitted on the others (`calibrate_from_shipped`'s fit), and the MAPE is over
+    every held-out prediction. None when there are fewer runs than folds."""
+    if folds < 2 or len(cases) < folds:
+        return None
+    name = cases[0].cluster.profile.name
+    base = cases[0].cluster.profile
+    errors: list[float] = []
+    for k in range(folds):
+        train = [c for i, c in enumerate(cases) if i % folds != k]
+        test = [c for i, c in enumerate(cases) if i % folds == k]
+        report = calibrate_report(
+            to_measured_runs(train), base=base, fit=fit_parameters(train), name=name,
+            max_nfev=max_nfev,
+        )  # fmt: skip
+        errors += [abs(p.error_pct) for p in predict_cases(test, {name: report.profile})]
+    return float(sum(errors) / len(errors))

@@ -66,3 +66,20 @@ def test_an_unwritable_plot_path_is_one_error(
     assert not fit.exists()
     code, _, err = run_cli(["validate", "--plot", str(tmp_path)], capsys)
     assert "--plot" in assert_one_error(code, err)
+
+
+def test_fit_profile_cross_validation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--cv-folds K: each refit predicts the fold it did not see; fewer runs than folds says so;
+    without --fit-profile it is one error."""
+    out = tmp_path / "p.yaml"
+    base = ["validate", "--source", "Korthikanti", "--fit-profile", str(out), "--json"]
+    code, stdout, err = run_cli([*base, "--cv-folds", "4"], capsys)
+    assert code == 0, err
+    (fit,) = json.loads(stdout)["fits"]
+    assert fit["cv_folds"] == 4 and fit["n_runs"] == 8
+    assert 0.0 < fit["mape_held_out_pct"] < 20.0
+    assert fit["mape_held_out_pct"] >= fit["mape_after_pct"] - 1e-9  # unseen runs are harder
+    code, stdout, _ = run_cli([*base, "--cv-folds", "9"], capsys)
+    assert code == 0 and json.loads(stdout)["fits"][0]["mape_held_out_pct"] is None
+    code, _, err = run_cli(["validate", "--cv-folds", "3"], capsys)
+    assert "--fit-profile" in assert_one_error(code, err)

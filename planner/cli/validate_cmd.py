@@ -202,6 +202,13 @@ def render(payload: dict[str, Any], console: Any) -> None:
     help="refit the shipped profiles on these runs (your own measurements) and write them here",
 )
 @click.option(
+    "--cv-folds",
+    type=click.IntRange(2, 50),
+    default=None,
+    help="with --fit-profile: also estimate the refitted profiles' error on runs they were not "
+    "fitted on (K-fold cross-validation; K refits per profile)",
+)
+@click.option(
     "--plot",
     "plot_out",
     type=click.Path(dir_okay=False),
@@ -215,6 +222,7 @@ def validate(
     assume_items: tuple[str, ...],
     source_filter: str | None,
     fit_out: str | None,
+    cv_folds: int | None,
     plot_out: str | None,
     as_json: bool,
 ) -> None:
@@ -229,12 +237,14 @@ def validate(
 
     --fit-profile OUT.yaml refits each shipped profile the rows use on those rows (from the
     shipped values; fewer runs fit fewer parameters) and writes them for `--profile`, `simulate
-    --profile` and a budget's `cluster.profile`; the error it reports after the fit is in-sample.
+    --profile` and a budget's `cluster.profile`; the error it reports after the fit is in-sample,
+    and --cv-folds K adds the K-fold error on runs each refit did not see.
 
     --json keys: rows (index, source, model, metric, measured, predicted, error_pct, ...),
     skipped (index, reason), summary (mape_pct, median_pct, max_pct, n_predicted, n_skipped,
     by_source); with --fit-profile also fits (profile, n_runs, mape_before_pct,
-    mape_after_pct), profiles and out; with --plot also plot (the PNG's path).
+    mape_after_pct, and with --cv-folds mape_held_out_pct), profiles and out; with --plot also
+    plot (the PNG's path).
     """
     from scaleplan.planner.validation import parse_assumptions
     from scaleplan.specs.errors import SpecError
@@ -246,6 +256,8 @@ def validate(
         raise SpecError(
             "--fit-profile refits the shipped profiles; drop --profile", field="--fit-profile"
         )
+    if cv_folds is not None and fit_out is None:
+        raise SpecError("cross-validates a refit; add --fit-profile OUT.yaml", field="--cv-folds")
     for out, option in ((fit_out, "--fit-profile"), (plot_out, "--plot")):
         if out is not None:
             prepare_output(out, option)
@@ -259,7 +271,7 @@ def validate(
             from .calibrate_runs import fit_profiles_payload, write_profiles
 
             cases, _ = load_cases(path, assume=assume, source=source_filter)
-            payload.update(fit_profiles_payload(cases))
+            payload.update(fit_profiles_payload(cases, cv_folds))
             write_profiles(payload["profiles"], fit_out)
             payload["out"] = fit_out
     except SpecError as err:
