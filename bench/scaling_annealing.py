@@ -13,6 +13,7 @@ import numpy as np
 
 from scaleplan.planner.laws.schedule_law import (
     Curve,
+    SizedMPL,
     fit_mpl,
     fit_mpl_sizes,
     lr_from_samples,
@@ -80,16 +81,20 @@ def annealing(data: Path) -> list[Row]:
             "info",
         )
     )
+
     # Sensitivity to the prior: no a_N puts both the cosine and the WSD runs within 0.5 %.
-    sweep = []
-    for a_N in (0.20, 0.25, 0.30, 0.40):
-        law_a, _ = fit_mpl_sizes(curves["25M"] + curves["100M"], a_N=a_N)
-        pa = law_a.at(400e6)
-        e = {
-            c.name.split("_")[0]: predict_final_loss(pa, c.lr_per_step) / float(c.loss[-1]) - 1
+    def errors_24k(law: SizedMPL) -> dict[str, float]:
+        """The 24k-step cosine and WSD 400M final losses: predicted / measured - 1."""
+        p = law.at(400e6)
+        return {
+            c.name.split("_")[0]: predict_final_loss(p, c.lr_per_step) / float(c.loss[-1]) - 1
             for c in curves["400M"]
             if c.name in ("cosine_24000.csv", "wsd_20000_24000.csv")
         }
+
+    sweep = []
+    for a_N in (0.20, 0.25, 0.30, 0.40):
+        e = errors_24k(fit_mpl_sizes(curves["25M"] + curves["100M"], a_N=a_N)[0])
         sweep.append(f"a_N={a_N:.2f}: cosine {e['cosine']:+.2%}, WSD {e['wsd']:+.2%}")
     rows.append(("MPL prior sweep (400M, 24k steps)", "; ".join(sweep), "-", "info"))
     # The other prior two sizes allow: fix the irreducible loss E (Hoffmann 2022: 1.69; Besiroglu
@@ -97,12 +102,7 @@ def annealing(data: Path) -> list[Row]:
     e_sweep = []
     for e_prior in (1.69, 1.82):
         law_e, _ = fit_mpl_sizes(curves["25M"] + curves["100M"], E=e_prior)
-        pe = law_e.at(400e6)
-        e = {
-            c.name.split("_")[0]: predict_final_loss(pe, c.lr_per_step) / float(c.loss[-1]) - 1
-            for c in curves["400M"]
-            if c.name in ("cosine_24000.csv", "wsd_20000_24000.csv")
-        }
+        e = errors_24k(law_e)
         e_sweep.append(
             f"E={e_prior:.2f} (a_N fitted {law_e.a_N:.3f}): cosine {e['cosine']:+.2%}, "
             f"WSD {e['wsd']:+.2%}"

@@ -129,6 +129,7 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
     hours = budget.hours or budget.dollars / (num_gpus * cluster.price_usd_per_gpu_hour)  # type: ignore[operator]
     seconds = budget.goodput * hours * 3600.0
     compute = num_gpus * seconds * peak * mfu  # first guess, in model FLOPs
+    fixed: ModelSpec | None = None
     fixed_n = None
     if budget.target.kind == "fixed-size":  # the target names the total size; the law its count
         fixed = architecture_for_params(
@@ -144,13 +145,12 @@ def _plan_for_count(budget: BudgetSpec, law: Law, num_gpus: int, progress: Progr
     status = f"stopped after {MAX_ITERATIONS} iterations"
     for k in range(MAX_ITERATIONS):
         check_data_cap(budget, law, compute, n_law, d_law)
-        model = architecture_for_params(
-            n_law if fixed_n is None else float(budget.target.params or 0.0),
+        model = fixed or architecture_for_params(
+            n_law,
             vocab_size=budget.data.vocab_size,
             seq_length=seq,
             moe=moe,
-            # a fixed-size target names the model's total size, whatever the law counts
-            param_count="total" if fixed_n is not None else law.param_count,
+            param_count=law.param_count,
         )
         key = (model.num_layers, model.hidden_size)
         if key in seen:  # the architecture repeats: a fixed point, or a cycle (keep this one)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from conftest import run_cli as _run
+from conftest import sized_mpl_truth
 
 from scaleplan.planner.laws import ChinchillaLaw
 
@@ -248,14 +249,12 @@ def test_fit_mpl_across_model_sizes_predicts_a_larger_one(tmp_path, capsys) -> N
     law; with the true size exponent it predicts a 4x larger model's final loss."""
     from scaleplan.planner.laws.schedule_law import (
         SIZED_PARAM_NAMES,
-        SizedMPL,
         make_schedule,
         predict_final_loss,
         sized_from_dict,
     )
 
-    truth = SizedMPL(E=1.9, K=300.0, a_N=0.34, A0=0.6, a_A=0.02, B0=440.0, a_B=0.1,
-                     alpha=0.45, C=2.0, beta=0.6, gamma=0.65)  # fmt: skip
+    truth = sized_mpl_truth()
     path = tmp_path / "curves.csv"
     _sized_curves_csv(path, truth, {"25M": 25e6, "100M": 1e8})
     out = tmp_path / "fit.json"
@@ -287,10 +286,7 @@ def test_fit_mpl_across_model_sizes_predicts_a_larger_one(tmp_path, capsys) -> N
     ],
 )
 def test_fit_mpl_refuses_unclear_model_sizes(tmp_path, capsys, edit, needle) -> None:
-    from scaleplan.planner.laws.schedule_law import SizedMPL
-
-    truth = SizedMPL(E=1.9, K=300.0, a_N=0.34, A0=0.6, a_A=0.02, B0=440.0, a_B=0.1,
-                     alpha=0.45, C=2.0, beta=0.6, gamma=0.65)  # fmt: skip
+    truth = sized_mpl_truth()
     path = tmp_path / "curves.csv"
     _sized_curves_csv(path, truth, {"25M": 25e6, "100M": 1e8})
     path.write_text(edit(path.read_text()))
@@ -304,11 +300,7 @@ def test_fit_mpl_refuses_unclear_model_sizes(tmp_path, capsys, edit, needle) -> 
 def test_fit_mpl_reports_its_own_extrapolation_error(tmp_path, capsys, true_exponent, within):
     """With three or more sizes the fit is also made without the largest one and scored on it:
     small when the size-exponent prior is right, large when it is wrong."""
-    from scaleplan.planner.laws.schedule_law import SizedMPL
-
-    truth = SizedMPL(E=1.9, K=300.0 if true_exponent == 0.34 else 12.0, a_N=true_exponent,
-                     A0=0.6, a_A=0.02, B0=440.0, a_B=0.1, alpha=0.45, C=2.0, beta=0.6,
-                     gamma=0.65)  # fmt: skip
+    truth = sized_mpl_truth(K=300.0 if true_exponent == 0.34 else 12.0, a_N=true_exponent)
     path = tmp_path / "curves.csv"
     _sized_curves_csv(path, truth, {"25M": 25e6, "100M": 1e8, "400M": 4e8})
     code, stdout, err = _run(

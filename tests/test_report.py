@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sized_mpl_truth
 from factories import tiny_plan
 
 from scaleplan.planner.cli import main
@@ -411,11 +412,9 @@ def test_evaluated_layouts_is_the_search_with_every_candidate_kept() -> None:
 def test_forecast_from_a_size_aware_schedule_fit(tmp_path: Path) -> None:
     """A fit over several model sizes is evaluated at the plan's model size, and the caption
     says when that is beyond the largest size fitted."""
-    from scaleplan.planner.laws.schedule_law import SizedMPL
     from scaleplan.specs.budget import BudgetSpec
 
-    law = SizedMPL(E=1.9, K=300.0, a_N=0.34, A0=0.6, a_A=0.02, B0=440.0, a_B=0.1,
-                   alpha=0.45, C=2.0, beta=0.6, gamma=0.65)  # fmt: skip
+    law = sized_mpl_truth()
     fit = tmp_path / "schedule.json"
     doc = {"law": {"form": "mpl-sized", "params": law.to_dict(), "sizes": [25e6, 1e8]}}
     fit.write_text(json.dumps(doc))

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
+from conftest import sized_mpl_truth
 
 from scaleplan.planner.laws.schedule_law import (
     Curve,
@@ -123,10 +124,7 @@ def test_default_preset_predicts_the_400m_curves(shared_data) -> None:
 def test_size_aware_fit_with_a_prior_on_e_recovers_the_size_exponent() -> None:
     """Two sizes pin L0(N) = E + K·N^-a_N once one constant is a prior: given the true E, the
     fit finds the true a_N (and so extrapolates L0 to a larger size)."""
-    from scaleplan.planner.laws.schedule_law import SizedMPL
-
-    truth = SizedMPL(E=1.9, K=300.0, a_N=0.34, A0=0.6, a_A=0.02, B0=440.0, a_B=0.1,
-                     alpha=0.45, C=2.0, beta=0.6, gamma=0.65)  # fmt: skip
+    truth = sized_mpl_truth()
     steps = np.arange(150, 3000, 60)
     curves = [
         Curve(lr, steps, predict_loss_curve(truth.at(n), lr)[steps], n_params=n)

@@ -148,14 +148,9 @@ def plan(
         prepare_output(out, "--out")
     if report_dir is not None:
         prepare_output(report_dir, "--report", folder=True)
-        from ..report.writer import HTML_NAME
+        from ..report.writer import check_overwrite
 
-        if (Path(report_dir) / HTML_NAME).exists() and not force:
-            raise SpecError(
-                f"{HTML_NAME} already exists there; pass --force to overwrite it",
-                field="--report",
-                source=report_dir,
-            )
+        check_overwrite(Path(report_dir), force, field="--report")
     progress = None if as_json else _progress
     try:
         result = make_plan(budget, progress=progress)

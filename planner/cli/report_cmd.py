@@ -42,7 +42,7 @@ def report(
     from scaleplan.specs.plan import Plan
 
     from ..report import build_report
-    from ..report.writer import HTML_NAME
+    from ..report.writer import check_overwrite
 
     plan = load_spec(Plan, plan_file)
     if fit_path is not None:
@@ -50,10 +50,7 @@ def report(
     if out_dir.exists() and not out_dir.is_dir():
         raise SpecError("exists and is not a folder", source=str(out_dir))
     prepare_output(out_dir, "--out", folder=True)
-    if (out_dir / HTML_NAME).exists() and not force:
-        raise SpecError(
-            f"{HTML_NAME} already exists; pass --force to overwrite it", source=str(out_dir)
-        )
+    check_overwrite(out_dir, force)
     result = build_report(plan, out_dir, fit_path=str(fit_path) if fit_path else None)
 
     if as_json:

@@ -17,6 +17,19 @@ from .figures import ReportFigure, Unavailable
 
 HTML_NAME = "report.html"
 
+
+def check_overwrite(out_dir: Path, force: bool, field: str | None = None) -> None:
+    """Refuse to replace an existing report in out_dir unless forced (before any work)."""
+    from scaleplan.specs.errors import SpecError
+
+    if (Path(out_dir) / HTML_NAME).exists() and not force:
+        raise SpecError(
+            f"{HTML_NAME} already exists; pass --force to overwrite it",
+            field=field,
+            source=str(out_dir),
+        )
+
+
 # (file stem, section title, module in this package, builder). A builder takes the
 # ReportContext and returns (matplotlib Figure, caption), or raises Unavailable(reason).
 PLOTS: tuple[tuple[str, str, str, str], ...] = (
