@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from scaleplan.planner.laws.schedule_law import (
+    MPL_PRESETS,
     Curve,
     SizedMPL,
     fit_mpl,
@@ -121,5 +122,34 @@ def annealing(data: Path) -> list[Row]:
         for c in curves["400M"]
         if c.name.startswith(("cosine_", "wsd_"))
     )
-    rows.append(("MPL in-sample on 400M (the form's floor)", floor, "-", "info"))
+    rows.append(("MPL in-sample on all nine 400M curves", floor, "-", "info"))
+    # The same form fitted on the 24k-step 400M curves only (constant, cosine, WSD, WSD-linear):
+    # one size's 24k-step finals are within reach of the form; the nine-curve fit above trades
+    # them against the 16k two-stage and 72k curves.
+    horizon = [c for c in curves["400M"] if "24000" in c.name]
+    p24, _ = fit_mpl(horizon)
+    rows.append(
+        (
+            "MPL in-sample on the four 24k-step 400M curves",
+            ", ".join(
+                f"{c.name.removesuffix('.csv')} {predict_final_loss(p24, c.lr_per_step) / float(c.loss[-1]) - 1:+.2%}"
+                for c in horizon
+            ),
+            "-",
+            "info",
+        )
+    )
+    # The law's authors' own per-size fits (their repo's parameters, fitted at each size on
+    # cosine/constant 24k and wsdcon_9, under their warmup convention), on the same final losses.
+    own = []
+    for size in ("25M", "100M", "400M"):
+        errs = {
+            c.name.split("_")[0]: predict_final_loss(MPL_PRESETS[size], c.lr_per_step)
+            / float(c.loss[-1])
+            - 1
+            for c in curves[size]
+            if c.name in ("cosine_24000.csv", "wsd_20000_24000.csv")
+        }
+        own.append(f"{size}: cosine {errs['cosine']:+.2%}, WSD {errs['wsd']:+.2%}")
+    rows.append(("Luo et al.'s published per-size fits, in-sample", "; ".join(own), "-", "info"))
     return rows

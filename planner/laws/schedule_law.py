@@ -40,30 +40,32 @@ class MPLParams:
     beta: float
     gamma: float
     source: str = "user"
+    # The reference implementation (thu-yao-01-luo/MultiPowerLaw src/models.py) sums LD over every
+    # LR change from step 1, so a linear warmup's increases enter LD as negative drops and lift
+    # the loss by about B·η_peak; its published L0 is lower by that much. True follows it.
+    warmup_in_decay: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-# Published per-size fits (MultiPowerLaw README, upstream thu-yao-01-luo/MultiPowerLaw, MIT;
-# as preserved in Morphorxz/dlt25-final README.md): 25M/100M/400M models, peak LR 3e-4.
+# Published per-size fits (thu-yao-01-luo/MultiPowerLaw, MIT: README table and src/config.py
+# PARAMS, fitted on cosine_24000, constant_24000 and wsdcon_9 of each size): 25M/100M/400M
+# models, peak LR 3e-4, linear warmup from 0 over 2,160 steps counted in LD (`warmup_in_decay`).
+def _luo(size: str, *values: float) -> MPLParams:
+    return MPLParams(*values, source=f"Luo et al. 2025 MPL repo, {size}", warmup_in_decay=True)
+
+
 MPL_PRESETS: dict[str, MPLParams] = {
-    "25M": MPLParams(
-        3.040, 0.525, 0.508, 363.788, 2.066, 0.583, 0.641, "Luo et al. 2025 MPL README, 25M"
-    ),
-    "100M": MPLParams(
-        2.651, 0.601, 0.453, 437.946, 2.132, 0.598, 0.655, "Luo et al. 2025 MPL README, 100M"
-    ),
-    "400M": MPLParams(
-        2.375, 0.654, 0.429, 523.425, 2.025, 0.594, 0.635, "Luo et al. 2025 MPL README, 400M"
-    ),
-}
+    "25M": _luo("25M", 3.04045406, 0.52468604, 0.50786857, 363.78751622, 2.06560812, 0.58279013, 0.64142257),
+    "100M": _luo("100M", 2.6514477, 0.60115152, 0.45295811, 437.9464276, 2.13245612, 0.59785199, 0.65523644),
+    "400M": _luo("400M", 2.37474466, 0.65421216, 0.42878731, 523.42464371, 2.02462735, 0.59350493, 0.63472457),
+}  # fmt: skip
 
 
 # Our fit (fit_mpl, least squares) on all nine 400M curves of ../shared/data/
-# mpl_luo2025_loss_curves.csv, printed by bench/scaling.py: RMSE 0.0048 nats. The README values
-# above under-predict those same curves by 3-6 % (their attribution is unverified), so the
-# default is this fit.
+# mpl_luo2025_loss_curves.csv, printed by bench/scaling.py: RMSE 0.0048 nats. It uses this
+# module's convention (warmup outside LD), which `fit_mpl` fits.
 MPL_DEFAULT = MPLParams(
     2.552,
     0.6236,
@@ -94,12 +96,16 @@ class _Design:
 
 
 def _design(
-    lr_per_step: np.ndarray, eval_idx: np.ndarray | None = None, max_bins: int = 512
+    lr_per_step: np.ndarray,
+    eval_idx: np.ndarray | None = None,
+    max_bins: int = 512,
+    warmup_in_decay: bool = False,
 ) -> _Design:
     """lr_per_step[i] is the LR of step i (0-based); losses are predicted after step i for each
     i in eval_idx. Warmup = the steps before the LR first reaches its peak. LR drops are grouped
     into at most `max_bins` runs of consecutive steps (exact for step schedules, and a close
-    approximation of smooth decays)."""
+    approximation of smooth decays). `warmup_in_decay`: the warmup's LR increases also enter LD,
+    as negative drops (the reference implementation's convention, `MPLParams.warmup_in_decay`)."""
     lr = np.asarray(lr_per_step, dtype=float)
     if lr.ndim != 1 or len(lr) == 0 or np.any(~np.isfinite(lr)) or np.any(lr < 0) or lr.max() <= 0:
         raise SpecError(
@@ -109,22 +115,28 @@ def _design(
     if np.any(idx < 0) or np.any(idx >= len(lr)):
         raise SpecError("evaluation steps outside the LR schedule", field="steps")
     w = int(np.argmax(lr >= lr.max() * (1 - 1e-9)))  # warmup steps
-    s_w = lr[:w].sum()
-    eta = lr[w:]
-    P = np.concatenate([[0.0], np.cumsum(eta)])  # P[j] = Σ_{τ=1}^{j} η_τ
-    t = np.clip(idx - w + 1, 0, None)  # post-warmup steps completed
-    s1 = np.where(idx >= w, P[t] + s_w, np.cumsum(lr)[idx])
-    d = eta[:-1] - eta[1:]  # drop into post-warmup step k = 2..T (1-based)
-    ks = np.flatnonzero(d != 0) + 2
-    if len(ks) == 0:
+    P = np.concatenate([[0.0], np.cumsum(lr)])  # P[j] = Σ_{i<j} η_i
+    s1 = P[idx + 1]  # S1(t) + S_W: every LR up to and including step t
+    # A change into step j (η_{j-1} − η_j), for j after the first post-warmup step, or from
+    # step 1 on when the warmup counts; its S_k(t) runs from step j to t.
+    d = lr[:-1] - lr[1:]
+    first = 1 if warmup_in_decay else w + 1
+    js = np.flatnonzero(d[first - 1 :] != 0) + first if first < len(lr) else np.zeros(0, int)
+    if len(js) == 0:
         z = np.zeros((len(idx), 0))
         return _Design(s1, np.zeros(0), np.zeros(0), z, z.astype(bool))
-    groups = np.array_split(np.arange(len(ks)), min(max_bins, len(ks)))
-    drops = np.array([d[ks[g] - 2].sum() for g in groups])
-    rep = np.array([ks[g[0]] for g in groups])  # first step of each run of drops
-    eta_k = eta[rep - 1]
-    mask = rep[None, :] <= t[:, None]
-    s_kt = np.where(mask, P[t][:, None] - P[rep - 1][None, :], 0.0)
+    parts = [js[js <= w], js[js > w]]  # warmup increases and drops are never binned together
+    bins = [
+        g
+        for part in parts
+        if len(part)
+        for g in np.array_split(part, min(len(part), max(1, round(max_bins * len(part) / len(js)))))
+    ]
+    drops = np.array([d[g - 1].sum() for g in bins])
+    rep = np.array([g[0] for g in bins])  # first step of each run of changes
+    eta_k = lr[rep]
+    mask = rep[None, :] <= idx[:, None]
+    s_kt = np.where(mask, P[idx + 1][:, None] - P[rep][None, :], 0.0)
     return _Design(s1, drops, eta_k, s_kt, mask)
 
 
@@ -138,15 +150,22 @@ def _predict(theta: np.ndarray, des: _Design) -> np.ndarray:
     return base - B * (G * des.drops[None, :]).sum(axis=1)
 
 
+def predict_loss_at(
+    params: MPLParams, lr_per_step: np.ndarray, eval_idx: np.ndarray | None = None
+) -> np.ndarray:
+    """Predicted loss after each step in `eval_idx` (default: every step) of the schedule
+    `lr_per_step` (Luo et al. 2025 eq. 1)."""
+    theta = np.array([getattr(params, k) for k in PARAM_NAMES])
+    return _predict(theta, _design(lr_per_step, eval_idx, warmup_in_decay=params.warmup_in_decay))
+
+
 def predict_loss_curve(params: MPLParams, lr_per_step: np.ndarray) -> np.ndarray:
     """Predicted loss after every step of the schedule `lr_per_step` (Luo et al. 2025 eq. 1)."""
-    theta = np.array([getattr(params, k) for k in PARAM_NAMES])
-    return _predict(theta, _design(lr_per_step))
+    return predict_loss_at(params, lr_per_step)
 
 
 def predict_final_loss(params: MPLParams, lr_per_step: np.ndarray) -> float:
-    theta = np.array([getattr(params, k) for k in PARAM_NAMES])
-    return float(_predict(theta, _design(lr_per_step, [len(lr_per_step) - 1]))[0])
+    return float(predict_loss_at(params, lr_per_step, np.array([len(lr_per_step) - 1]))[0])
 
 
 # --- schedules ---------------------------------------------------------------------------------

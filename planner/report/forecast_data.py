@@ -77,7 +77,11 @@ def _mpl_params(data: Any, source: str) -> Any:
             except (TypeError, ValueError):
                 break
             if all(math.isfinite(v) for v in values.values()):
-                return MPLParams(**values, source=str(candidate.get("source", source)))
+                return MPLParams(
+                    **values,
+                    source=str(candidate.get("source", source)),
+                    warmup_in_decay=candidate.get("warmup_in_decay") is True,
+                )
     raise Unavailable(f"{source} holds no multi-power-law parameters ({', '.join(PARAM_NAMES)})")
 
 
@@ -151,11 +155,8 @@ def forecast(ctx: ReportContext) -> Forecast:
     )  # dense where loss falls fast
     even = np.linspace(first, len(lr) - 1, MAX_EVAL_POINTS // 2)
     eval_steps = np.unique(np.concatenate([early, even, ends]).astype(int))
-    # Loss at chosen steps only: the full curve would hold a steps x drops matrix. These are the
-    # law's own design and prediction (schedule_law.predict_loss_curve evaluates every step).
-    design = schedule_law._design(lr, eval_steps)
-    theta = np.array([getattr(params, k) for k in schedule_law.PARAM_NAMES])
-    loss = schedule_law._predict(theta, design)
+    # Loss at chosen steps only: the full curve would hold a steps x drops matrix.
+    loss = schedule_law.predict_loss_at(params, lr, eval_steps)
     shift = 0.0
     if not fitted:
         target = ctx.plan.law.get("predicted_loss")
