@@ -146,6 +146,18 @@ def _layout(
         tp, pp = tp or 1, pp or 1
     if tp is None or pp is None:
         raise SpecError("tensor/pipeline split (tp, pp) not given", field="tp")
+    if zero >= 3 and pp > 1 and stack == "pytorch":
+        # FSDP2 inside torch.distributed.pipelining stages neither reshards nor syncs gradients
+        # until the last micro-batch's backward (stage.py backward_maybe_with_nosync), and
+        # torchtitan keeps the weights unsharded after the forward when PP is on
+        # (distributed/fsdp.py, reshard_after_forward 'default'): one weight all-gather and one
+        # gradient reduce-scatter per step, full weights and gradients held, as ZeRO-1.
+        zero = 1
+        assumptions.append(
+            f"FSDP with pp={pp} costed as ZeRO-1: weights gathered once per step and gradients "
+            "reduce-scattered after the last micro-batch (PyTorch pipelining's no-sync backward; "
+            "torchtitan's reshard_after_forward=False with PP)"
+        )
     cp = cell_int(row, "cp") or 1
     vp = cell_int(row, "vp") or 1
     ep = cell_int(row, "ep") or 1
@@ -284,10 +296,15 @@ def row_to_case(index: int, row: Mapping[str, str]) -> RunCase | SkippedRow:
         validate_layout(
             layout, model, num_gpus=num_gpus, seq_length=model.seq_length, engines=False
         )
-        if layout.zero_stage >= 2 and layout.pp > 1:
+        if layout.zero_stage >= 3 and layout.pp > 1:
             assumptions.append(
                 f"ZeRO-{layout.zero_stage} with pp={layout.pp}: weights gathered per micro-batch "
-                "on each stage (FSDP+PP as torchtitan runs it; not compilable for the engines)"
+                "on each stage (not compilable for the engines)"
+            )
+        elif layout.zero_stage == 2 and layout.pp > 1:
+            assumptions.append(
+                f"ZeRO-2 with pp={layout.pp}: gradients reduce-scattered and weights gathered "
+                "once per step (not compilable for the engines)"
             )
         cluster = _cluster(row, num_gpus, stack, assumptions)
         if layout.precision == "bf16" and cluster.gpu.peak_tflops.bf16 is None:

@@ -502,10 +502,20 @@ def test_pytorch_native_trainers_get_their_own_stack() -> None:
     assert isinstance(a100, RunCase) and a100.cluster.profile.name == "A100"  # FA2 either way
 
 
-def test_an_ambiguous_gpu_name_is_refused_with_the_candidates() -> None:
-    case = row_to_case(0, {**GOOD_ROW, "gpu_type": "H100 96GB HBM2e"})
+def test_an_unmatched_gpu_name_is_refused_with_the_candidates() -> None:
+    case = row_to_case(0, {**GOOD_ROW, "gpu_type": "H100 NVL 80GB"})
     assert isinstance(case, SkippedRow)
-    assert "H100-PCIe-96GB" in case.reason and "H100-SXM5-80GB" in case.reason
+    assert "H100-NVL-94GB" in case.reason and "H100-SXM5-80GB" in case.reason
+
+
+def test_a_gpu_name_without_form_factor_is_the_sxm_part() -> None:
+    """torchtitan's 'H100 96GB HBM2e' (8 per NVLink host): the SXM5 96 GB part, as 'A100 80GB'
+    is the SXM4 one; the PCIe part needs its form factor named."""
+    case = row_to_case(0, {**GOOD_ROW, "gpu_type": "H100 96GB HBM2e"})
+    assert not isinstance(case, SkippedRow)
+    assert case.cluster.gpu.name == "H100-SXM5-96GB"
+    pcie = row_to_case(0, {**GOOD_ROW, "gpu_type": "H100 PCIe 96GB"})
+    assert not isinstance(pcie, SkippedRow) and pcie.cluster.gpu.name == "H100-PCIe-96GB"
 
 
 def test_heldout_llm_foundry_table_parser(tmp_path: Path) -> None:
@@ -617,8 +627,15 @@ def test_runs_not_in_dev_are_read_and_predicted() -> None:
 
     path = Path(__file__).resolve().parents[1] / "bench" / "data" / "runs_not_in_dev.csv"
     payload = validation_payload(str(path), assume={"micro_batch": "1"})
-    assert len(payload["rows"]) == 20 and len(payload["skipped"]) == 8
-    assert sum("H100 96GB HBM2e" in s["reason"] for s in payload["skipped"]) == 7
+    assert len(payload["rows"]) == 27 and len(payload["skipped"]) == 1
+    assert "differs from num_gpus" in payload["skipped"][0]["reason"]
     assert payload["summary"]["mape_pct"] < 12.0
+    by_index = {r["index"]: r for r in payload["rows"]}
+    # Grand Teton's H100 (96 GB HBM2e, 8 per NVLink host) is its own catalog part
+    assert by_index[13]["gpu"] == "H100-SXM5-96GB"
+    # torchtitan's 405B FSDP x TP x PP rows: weights gathered once per step, not per micro-batch
+    for i in (16, 17):
+        assert any("costed as ZeRO-1" in a for a in by_index[i]["assumptions"])
+        assert abs(by_index[i]["error_pct"]) < 15.0
     megascale = [r for r in payload["rows"] if r["source"].startswith("Jiang")]
     assert sum(r["stack"] == "megatron-legacy" for r in megascale) == 8
