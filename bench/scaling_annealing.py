@@ -14,12 +14,11 @@ import numpy as np
 from scaleplan.planner.laws.schedule_law import (
     MPL_PRESETS,
     Curve,
-    SizedMPL,
     fit_mpl,
-    fit_mpl_sizes,
     lr_from_samples,
     predict_final_loss,
 )
+from scaleplan.planner.laws.schedule_law_sized import SizedMPL, fit_mpl_sizes
 
 Row = tuple[str, str, str, str]  # check, measured, target, verdict
 

@@ -76,10 +76,10 @@ def assert_one_error(code: int, err: str, *needles: str) -> str:
 
 def sized_mpl_truth(**changes: float):
     """The synthetic size-aware multi-power law the schedule-fit tests generate curves from
-    (`schedule_law.SizedMPL`), with any field changed."""
+    (`schedule_law_sized.SizedMPL`), with any field changed."""
     import dataclasses
 
-    from scaleplan.planner.laws.schedule_law import SizedMPL
+    from scaleplan.planner.laws.schedule_law_sized import SizedMPL
 
     truth = SizedMPL(E=1.9, K=300.0, a_N=0.34, A0=0.6, a_A=0.02, B0=440.0, a_B=0.1,
                      alpha=0.45, C=2.0, beta=0.6, gamma=0.65)  # fmt: skip

@@ -247,12 +247,8 @@ def _sized_curves_csv(path, truth, sizes: dict[str, float]) -> None:
 def test_fit_mpl_across_model_sizes_predicts_a_larger_one(tmp_path, capsys) -> None:
     """Curves of two sizes (a params column, here mapped from model_size) fit the size-aware
     law; with the true size exponent it predicts a 4x larger model's final loss."""
-    from scaleplan.planner.laws.schedule_law import (
-        SIZED_PARAM_NAMES,
-        make_schedule,
-        predict_final_loss,
-        sized_from_dict,
-    )
+    from scaleplan.planner.laws.schedule_law import make_schedule, predict_final_loss
+    from scaleplan.planner.laws.schedule_law_sized import SIZED_PARAM_NAMES, sized_from_dict
 
     truth = sized_mpl_truth()
     path = tmp_path / "curves.csv"

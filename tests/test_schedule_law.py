@@ -19,13 +19,13 @@ from scaleplan.planner.laws.schedule_law import (
     compare_schedules,
     default_params,
     fit_mpl,
-    fit_mpl_sizes,
     lr_from_samples,
     make_schedule,
     predict_final_loss,
     predict_loss_at,
     predict_loss_curve,
 )
+from scaleplan.planner.laws.schedule_law_sized import fit_mpl_sizes
 from scaleplan.specs.errors import SpecError
 
 P = MPLParams(L0=2.5, A=0.6, alpha=0.45, B=450.0, C=2.0, beta=0.6, gamma=0.65)

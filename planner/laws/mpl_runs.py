@@ -20,12 +20,11 @@ from .schedule_law import (
     PARAM_NAMES,
     Curve,
     MPLParams,
-    SizedMPL,
     fit_mpl,
-    fit_mpl_sizes,
     lr_from_samples,
     predict_final_loss,
 )
+from .schedule_law_sized import SizedMPL, fit_mpl_sizes
 
 COLUMNS = ("run", "step", "lr", "loss")
 SIZE_SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
@@ -148,7 +147,7 @@ def fit_curves_document(
     """Fit and return (summary, law, curves); the summary matches `fit --json`. `curves`:
     already read from `path` (so a caller can check its outputs between reading and fitting).
     Curves of two or more model sizes fit the size-aware law, with L0(N)'s exponent fixed at
-    `size_exponent` (two sizes cannot pin it; `schedule_law.SizedMPL`)."""
+    `size_exponent` (two sizes cannot pin it; `schedule_law_sized.SizedMPL`)."""
     t0 = time.perf_counter()
     if curves is None:
         curves = read_curves(path, columns)

@@ -88,7 +88,7 @@ def _mpl_params(data: Any, source: str) -> Any:
 def _sized_law(data: Any) -> Any:
     """The size-aware law of a `fit --law mpl` file fitted on curves of several model sizes, or
     None for a single-size fit."""
-    from scaleplan.planner.laws.schedule_law import sized_from_dict
+    from scaleplan.planner.laws.schedule_law_sized import sized_from_dict
     from scaleplan.specs.errors import SpecError
 
     law = data.get("law") if isinstance(data, dict) else None
