@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from importlib import resources
 from typing import Literal
@@ -128,21 +129,78 @@ def _by_parts(name: str) -> str | None:
     return out[0] if len(out) == 1 else None
 
 
+# A YAML file of the user's own GPUs, `gpus:` and a list of entries in the shipped catalog's schema
+# (specs/catalog/gpus.yaml), that extends the catalog for every command: GPUs it does not ship.
+USER_GPUS_ENV = "SCALEPLAN_GPUS"
+
+
 @functools.cache
-def gpu_catalog() -> dict[str, GPUSpec]:
-    """Every GPU of the shipped catalog, by canonical name."""
+def _shipped_catalog() -> dict[str, GPUSpec]:
     text = resources.files("scaleplan.specs").joinpath("catalog/gpus.yaml").read_text()
     return {entry["name"]: GPUSpec.model_validate(entry) for entry in yaml.safe_load(text)}
 
 
+def _user_gpus(path: str, taken: dict[str, str]) -> dict[str, GPUSpec]:
+    """The entries of the user's GPU file; one SpecError naming the file, the entry and the
+    field for a malformed one, or for a name or alias the catalog already has."""
+    from pydantic import ValidationError
+
+    from .loader import read_document, spec_error_from_validation
+
+    source = f"{path} ({USER_GPUS_ENV})"
+    try:
+        data = read_document(path)
+    except SpecError as err:
+        raise SpecError(err.reason, err.field, source) from None
+    data = data.get("gpus") if isinstance(data, dict) else None
+    if not isinstance(data, list) or not data:
+        raise SpecError(
+            "expected a list of GPU entries in the shipped catalog's schema (name, "
+            "peak_tflops, hbm_gb, hbm_gbps, nvlink_gbps, nvlink_domain, nic_gbps_per_gpu, tdp_w, "
+            "usd_per_gpu_hour)",
+            field="gpus",
+            source=source,
+        )
+    out: dict[str, GPUSpec] = {}
+    for i, entry in enumerate(data):
+        try:
+            gpu = GPUSpec.model_validate(entry)
+        except ValidationError as err:
+            raise spec_error_from_validation(err, f"gpus[{i}]", source) from None
+        for alias in (gpu.name, *gpu.aliases):
+            for key in {_normalise(alias), _undecorated(alias)}:
+                if taken.get(key, gpu.name) != gpu.name or (alias == gpu.name and gpu.name in out):
+                    raise SpecError(
+                        f"{alias!r} already names the catalog's {taken[key]}; give the GPU "
+                        "another name",
+                        field=f"gpus[{i}].name",
+                        source=source,
+                    )
+                taken[key] = gpu.name
+        out[gpu.name] = gpu
+    return out
+
+
 @functools.cache
-def _alias_index() -> dict[str, str]:
+def _catalog(user_path: str | None) -> tuple[dict[str, GPUSpec], dict[str, str]]:
+    catalog = dict(_shipped_catalog())
     index: dict[str, str] = {}
-    for gpu in gpu_catalog().values():
+    for gpu in catalog.values():
         for alias in (gpu.name, *gpu.aliases):
             index.setdefault(_normalise(alias), gpu.name)
             index.setdefault(_undecorated(alias), gpu.name)
-    return index
+    if user_path:
+        catalog.update(_user_gpus(user_path, index))
+    return catalog, index
+
+
+def gpu_catalog() -> dict[str, GPUSpec]:
+    """Every GPU of the shipped catalog, plus the user's own (`SCALEPLAN_GPUS`), by name."""
+    return _catalog(os.environ.get(USER_GPUS_ENV) or None)[0]
+
+
+def _alias_index() -> dict[str, str]:
+    return _catalog(os.environ.get(USER_GPUS_ENV) or None)[1]
 
 
 def get_gpu(name: str, field: str = "gpu") -> GPUSpec:

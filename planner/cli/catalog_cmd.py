@@ -69,7 +69,11 @@ def _tflops(value: float | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON list to stdout")
 def catalog(what: str, as_json: bool) -> None:
     """List the shipped GPUs (datasheet figures and the efficiency profile each uses), model
-    presets, or efficiency profiles (their GPUs, stack and what they were fitted on)."""
+    presets, or efficiency profiles (their GPUs, stack and what they were fitted on).
+
+    GPUs of your own join the catalog, for every command, from a YAML file named by the
+    SCALEPLAN_GPUS environment variable (`gpus:` and entries in the shipped catalog's schema,
+    as the README shows)."""
     rows = {"gpus": gpu_rows, "models": model_rows, "profiles": profile_rows}[what]()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
