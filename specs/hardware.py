@@ -169,14 +169,13 @@ def _user_gpus(path: str, taken: dict[str, str]) -> dict[str, GPUSpec]:
             raise spec_error_from_validation(err, f"gpus[{i}]", source) from None
         for alias in (gpu.name, *gpu.aliases):
             for key in {_normalise(alias), _undecorated(alias)}:
-                if taken.get(key, gpu.name) != gpu.name or (alias == gpu.name and gpu.name in out):
+                owner = taken.setdefault(key, gpu.name)
+                if owner != gpu.name or (alias == gpu.name and gpu.name in out):  # or repeated
                     raise SpecError(
-                        f"{alias!r} already names the catalog's {taken[key]}; give the GPU "
-                        "another name",
+                        f"{alias!r} already names the catalog's {owner}; give the GPU another name",
                         field=f"gpus[{i}].name",
                         source=source,
                     )
-                taken[key] = gpu.name
         out[gpu.name] = gpu
     return out
 

@@ -173,7 +173,7 @@ def test_a_boolean_is_not_a_gpu_count(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "gpus" in assert_one_error(code, err)
 
 
-def test_yaml_merge_keys_work_and_odd_keys_areassert_one_error(
+def test_yaml_merge_keys_work_and_odd_keys_are_one_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from scaleplan.specs.loader import read_document

@@ -49,6 +49,11 @@ class MPLParams:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def theta(self) -> np.ndarray:
+        """The seven law constants in `PARAM_NAMES` order, as `_predict` takes them."""
+        return np.array([getattr(self, k) for k in PARAM_NAMES])
+
 
 # Published per-size fits (thu-yao-01-luo/MultiPowerLaw, MIT: README table and src/config.py
 # PARAMS, fitted on cosine_24000, constant_24000 and wsdcon_9 of each size): 25M/100M/400M
@@ -156,8 +161,8 @@ def predict_loss_at(
 ) -> np.ndarray:
     """Predicted loss after each step in `eval_idx` (default: every step) of the schedule
     `lr_per_step` (Luo et al. 2025 eq. 1)."""
-    theta = np.array([getattr(params, k) for k in PARAM_NAMES])
-    return _predict(theta, _design(lr_per_step, eval_idx, warmup_in_decay=params.warmup_in_decay))
+    design = _design(lr_per_step, eval_idx, warmup_in_decay=params.warmup_in_decay)
+    return _predict(params.theta, design)
 
 
 def predict_loss_curve(params: MPLParams, lr_per_step: np.ndarray) -> np.ndarray:

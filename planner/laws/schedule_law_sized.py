@@ -13,7 +13,7 @@ import numpy as np
 from scaleplan.specs.errors import SpecError
 
 from ._blas import single_thread_blas
-from .schedule_law import PARAM_NAMES, Curve, MPLParams, _design, _predict, least_squares
+from .schedule_law import Curve, MPLParams, _design, _predict, least_squares
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def fit_mpl_sizes(
         out = []
         for d, y, n in designs:
             p = law.at(n)
-            out.append(_predict(np.array([getattr(p, k) for k in PARAM_NAMES]), d) - y)
+            out.append(_predict(p.theta, d) - y)
         return np.concatenate(out)
 
     # E, K (a_N) A0, a_A, B0, a_B, alpha, C, beta, gamma
